@@ -1,4 +1,4 @@
-"""Workload configuration: the single pydantic model behind the CRD, the YAML file and the simulator.
+"""Workload configuration: one pydantic model behind the CRD, the YAML file and the simulator.
 
 One `AutoscalingPolicy` custom resource (group `gpuautoscaler.io`, version `v1alpha1`) per
 workload; its `.spec` is `WorkloadSpec`. The same objects load from a YAML file (`--config`)
@@ -34,7 +34,9 @@ SHORT_NAMES = ["gpuap"]
 
 WorkloadKey = NewType("WorkloadKey", str)  # "<namespace>/<name>"
 
-MetricFamily = Literal["rps", "queue", "running", "tokens_ps", "streams", "backlog", "backlog_age_s"]
+MetricFamily = Literal[
+    "rps", "queue", "running", "tokens_ps", "streams", "backlog", "backlog_age_s"
+]
 
 
 class _Model(BaseModel):
@@ -124,9 +126,7 @@ class Workload(_Model):
         return self.spec.metrics.workload or self.name
 
 
-def parse_workload(
-    namespace: Any, name: Any, spec: Any, source: str = "workload"
-) -> Workload:
+def parse_workload(namespace: Any, name: Any, spec: Any, source: str = "workload") -> Workload:
     """Validate one workload or raise a SpecError naming every bad field (paths from spec)."""
     try:
         return Workload.model_validate({"namespace": namespace, "name": name, "spec": spec})
@@ -188,9 +188,7 @@ def load_workloads(paths: Iterable[str | Path]) -> LoadResult:
             elif "workloads" in doc:
                 for j, w in enumerate(doc.get("workloads") or []):
                     if not isinstance(w, dict):
-                        errors.append(
-                            SpecError([(f"workloads[{j}]", "not a mapping")], str(path))
-                        )
+                        errors.append(SpecError([(f"workloads[{j}]", "not a mapping")], str(path)))
                         continue
                     items.append(
                         (

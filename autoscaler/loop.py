@@ -179,7 +179,7 @@ class ControlLoop:
                 t_s=np.array([now_s]),
                 metrics={},
                 stale=np.ones(n, dtype=bool),
-                errors={i: f"metrics unavailable: {e}" for i in range(n)},
+                errors=dict.fromkeys(range(n), f"metrics unavailable: {e}"),
             )
 
     def _facts(self, now_s: float, report: TickReport) -> ClusterFacts | None:
@@ -354,7 +354,9 @@ def _active(obs: Observation) -> np.ndarray:
             continue
         # newest finite sample per row
         finite = np.isfinite(arr)
-        idx = np.where(finite.any(axis=1), arr.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1), -1)
+        idx = np.where(
+            finite.any(axis=1), arr.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1), -1
+        )
         vals = np.where(idx >= 0, arr[np.arange(n), np.maximum(idx, 0)], 0.0)
         out |= vals > 0
     return out

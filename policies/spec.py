@@ -304,7 +304,11 @@ def cross_field_problems(spec: PolicySpec) -> list[tuple[str, str]]:
             )
         )
     pools = spec.pools
-    if pools.min_warm is not None and pools.max_warm is not None and pools.min_warm > pools.max_warm:
+    if (
+        pools.min_warm is not None
+        and pools.max_warm is not None
+        and pools.min_warm > pools.max_warm
+    ):
         problems.append(
             (
                 "pools.min_warm",
@@ -343,9 +347,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
-def problems_from_validation_error(
-    err: ValidationError, prefix: str = ""
-) -> list[tuple[str, str]]:
+def problems_from_validation_error(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     """Turn pydantic's errors into (field path, message) pairs; cross-field messages split."""
     problems: list[tuple[str, str]] = []
     for e in err.errors(include_url=False):

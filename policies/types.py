@@ -224,10 +224,7 @@ class Decisions:
     @classmethod
     def concat(cls, parts: list[Decisions]) -> Decisions:
         return cls(
-            **{
-                f.name: np.concatenate([getattr(p, f.name) for p in parts])
-                for f in fields(cls)
-            }
+            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
         )
 
 

@@ -1,0 +1,591 @@
+"""The predictive, per-scenario policy: `decide(specs, state, obs, now_s) -> (decisions, state)`.
+
+Stages, each vectorized over workloads (HPA's `normalizeDesiredReplicasWithBehaviors`
+lists its steps the same way):
+
+1. demand     the scenario's primary signal per workload, in its own units:
+              chat rps; rag in-flight (queue + running); streaming active streams or
+              tokens/s; batch item arrivals/s (plus backlog and its age).
+2. forecast   smooth and forecast the demand one lead time ahead (warm lead when warm slots
+              are ready, else cold), with an upper bound at the SLO class's quantile.
+3. recommend  replicas from demand now and forecast: chat/streaming/rag divide by capacity
+              per replica (at target utilization); rag follows the short window during a
+              burst; batch sizes for the backlog to drain before its deadline.
+4. tolerance  HPA's 10 % band around current replicas (inclusive).
+5. behavior   HPA stabilization windows and rate policies, then [min, max] bounds.
+6. hold       missing or stale demand -> keep the last good decision, never scale down.
+7. split      spot / on-demand (base share, spill-over for spot at risk or stuck Pending,
+              drift back only after spot has been healthy for a hold period) and the warm
+              pool from forecast headroom.
+
+Decisions carry a reason code and a human message. State is returned, never mutated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from policies.forecast import ForecastState, predict, update
+from policies.hpa import BehaviorState, apply_behavior
+from policies.spec import PolicySpec
+from policies.table import BATCH, CHAT, RAG, STREAMING, SpecTable
+from policies.types import B, F64, I64, Decisions, Floors, Observation
+
+# A demand series whose newest finite sample is older than this is treated as missing,
+# even when the source did not flag it stale (two 15 s scrapes plus a 30 s rate() lag).
+DEFAULT_MAX_SAMPLE_AGE_S = 90.0
+# The batch policy never plans to drain a backlog in less than this, even when its
+# deadline has (nearly) passed: it asks for capacity as fast as HPA rate limits allow.
+BATCH_MIN_DRAIN_S = 60.0
+
+Specs = SpecTable | Sequence[PolicySpec]
+
+
+def as_table(specs: Specs) -> SpecTable:
+    return specs if isinstance(specs, SpecTable) else SpecTable.compile(list(specs))
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """Per-workload state ([n] arrays; forecast and behavior hold their own arrays)."""
+
+    forecast: ForecastState
+    behavior: BehaviorState
+    last_total: I64  # last good desired total (-1: none yet)
+    last_good_s: F64  # when it was decided (-inf: never)
+    spill: I64  # on-demand replicas currently covering for spot
+    spot_unhealthy_s: F64  # last time spot was at risk or stuck Pending (-inf: never)
+    burst_until_s: F64  # rag: burst mode lasts until (-inf: not in burst)
+    last_busy_s: F64  # batch: last time the backlog or arrivals were non-zero
+
+    @property
+    def n(self) -> int:
+        return int(self.last_total.shape[0])
+
+    @classmethod
+    def initial(cls, table: SpecTable) -> PolicyState:
+        n = table.n
+        neg = np.full(n, -np.inf)
+        return cls(
+            forecast=ForecastState.initial(
+                n, table.method, table.alpha, table.beta, table.gamma, table.season_s
+            ),
+            behavior=BehaviorState.initial(n),
+            last_total=np.full(n, -1, dtype=np.int64),
+            last_good_s=neg.copy(),
+            spill=np.zeros(n, dtype=np.int64),
+            spot_unhealthy_s=neg.copy(),
+            burst_until_s=neg.copy(),
+            last_busy_s=neg.copy(),
+        )
+
+    def take(self, idx: I64 | list[int]) -> PolicyState:
+        ix = np.asarray(idx, dtype=np.int64)
+        return PolicyState(
+            forecast=self.forecast.take(ix),
+            behavior=self.behavior.take(ix),
+            **{k: getattr(self, k)[ix] for k in _SCALAR_FIELDS},
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[PolicyState]) -> PolicyState:
+        return cls(
+            forecast=ForecastState.concat([p.forecast for p in parts]),
+            behavior=BehaviorState.concat([p.behavior for p in parts]),
+            **{k: np.concatenate([getattr(p, k) for p in parts]) for k in _SCALAR_FIELDS},
+        )
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """JSON-serializable, one dict per workload (persisted in the CR status)."""
+        fc = self.forecast.to_dicts()
+        bh = self.behavior.to_dicts()
+        out: list[dict[str, Any]] = []
+        for i in range(self.n):
+            d: dict[str, Any] = {"version": 1, "forecast": fc[i], "behavior": bh[i]}
+            for k in _SCALAR_FIELDS:
+                v = getattr(self, k)[i]
+                d[k] = int(v) if k in _INT_FIELDS else _json_float(float(v))
+            out.append(d)
+        return out
+
+    @classmethod
+    def from_dicts(cls, items: Sequence[dict[str, Any]]) -> PolicyState:
+        return cls(
+            forecast=ForecastState.from_dicts([d["forecast"] for d in items]),
+            behavior=BehaviorState.from_dicts([d["behavior"] for d in items]),
+            **{
+                k: np.asarray(
+                    [int(d[k]) if k in _INT_FIELDS else _from_json_float(d[k]) for d in items],
+                    dtype=np.int64 if k in _INT_FIELDS else np.float64,
+                )
+                for k in _SCALAR_FIELDS
+            },
+        )
+
+
+_SCALAR_FIELDS = (
+    "last_total",
+    "last_good_s",
+    "spill",
+    "spot_unhealthy_s",
+    "burst_until_s",
+    "last_busy_s",
+)
+_INT_FIELDS = frozenset({"last_total", "spill"})
+
+
+def _json_float(x: float) -> float | str:
+    if np.isfinite(x):
+        return x
+    return "-inf" if x < 0 else ("inf" if x > 0 else "nan")
+
+
+def _from_json_float(x: Any) -> float:
+    return float(x)
+
+
+def _where_state(mask: B, new: Any, old: Any) -> Any:
+    """Row-wise select between two frozen dataclasses of arrays (nested allowed)."""
+    out: dict[str, Any] = {}
+    for fld in fields(new):
+        a, b = getattr(new, fld.name), getattr(old, fld.name)
+        if isinstance(a, np.ndarray):
+            m = mask.reshape(mask.shape + (1,) * (a.ndim - 1))
+            out[fld.name] = np.where(m, a, b)
+        elif hasattr(a, "__dataclass_fields__"):
+            out[fld.name] = _where_state(mask, a, b)
+        else:
+            out[fld.name] = a
+    return type(new)(**out)
+
+
+def _last_finite(t_s: F64, arr: F64, since_s: float) -> tuple[F64, F64]:
+    """(newest finite value, its time) per row among samples at t >= since_s; NaN/-inf if none."""
+    n = arr.shape[0]
+    cols = np.nonzero(t_s >= since_s)[0]
+    if cols.size == 0:
+        return np.full(n, np.nan), np.full(n, -np.inf)
+    block = arr[:, cols]
+    finite = np.isfinite(block)
+    any_f = finite.any(axis=1)
+    last = block.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
+    rows = np.arange(n)
+    val = np.where(any_f, block[rows, last], np.nan)
+    at = np.where(any_f, t_s[cols][last], -np.inf)
+    return val, at
+
+
+def _window_mean(t_s: F64, arr: F64, now_s: float, window_s: F64) -> F64:
+    """Mean of finite samples with t > now - window (per-row window); NaN when none."""
+    lo = float(np.min(window_s)) if window_s.size else 0.0
+    cols = np.nonzero(t_s > now_s - np.max(window_s, initial=lo))[0]
+    if cols.size == 0:
+        return np.full(arr.shape[0], np.nan)
+    block = arr[:, cols]
+    inside = t_s[cols][None, :] > (now_s - window_s)[:, None]
+    ok = inside & np.isfinite(block)
+    cnt = ok.sum(axis=1)
+    tot = np.where(ok, block, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+
+
+def _nan_add(a: F64, b: F64) -> F64:
+    """a + b where a missing b counts as 0, but both missing stays missing."""
+    both = np.isnan(a) & np.isnan(b)
+    return np.where(both, np.nan, np.nan_to_num(a) + np.nan_to_num(b))
+
+
+class PredictivePolicy:
+    """The product's policy. Implements `policies.types.Policy`."""
+
+    name = "predictive"
+
+    def __init__(self, max_sample_age_s: float = DEFAULT_MAX_SAMPLE_AGE_S) -> None:
+        self.max_sample_age_s = max_sample_age_s
+
+    # -- Policy protocol -----------------------------------------------------------------
+
+    def compile(self, specs: Sequence[PolicySpec]) -> SpecTable:
+        return SpecTable.compile(list(specs))
+
+    def initial_state(self, specs: Specs) -> PolicyState:
+        return PolicyState.initial(as_table(specs))
+
+    def decide(
+        self, specs: Specs, state: PolicyState, obs: Observation, now_s: float
+    ) -> tuple[Decisions, PolicyState]:
+        return decide(specs, state, obs, now_s, max_sample_age_s=self.max_sample_age_s)
+
+    # -- helpers the control loop uses to isolate failures and persist state ----------------
+
+    def take_specs(self, specs: Specs, idx: list[int]) -> SpecTable:
+        return as_table(specs).take(idx)
+
+    def take_state(self, state: PolicyState, idx: list[int]) -> PolicyState:
+        return state.take(idx)
+
+    def concat_states(self, states: Sequence[PolicyState]) -> PolicyState:
+        return PolicyState.concat(states)
+
+    def hold(
+        self, specs: Specs, state: PolicyState, obs: Observation, why: str
+    ) -> tuple[Decisions, PolicyState]:
+        """Keep current replicas (or the last good decision if higher) with reason Hold."""
+        cur = obs.cluster
+        total = np.maximum(state.last_total, cur.current_total)
+        n = obs.n
+        return (
+            Decisions(
+                spot=cur.current_spot.copy(),
+                on_demand=np.maximum(cur.current_on_demand, total - cur.current_spot),
+                warm=cur.current_warm.copy(),
+                desired_total=total,
+                demand_now=np.full(n, np.nan),
+                forecast=np.full(n, np.nan),
+                forecast_upper=np.full(n, np.nan),
+                reason=np.full(n, "HoldPolicyError", dtype=object),
+                detail=np.full(n, f"holding current replicas: {why}", dtype=object),
+                held=np.ones(n, dtype=bool),
+            ),
+            state,
+        )
+
+    def export_state(self, state: PolicyState) -> list[dict[str, Any]]:
+        return state.to_dicts()
+
+    def import_state(
+        self, specs: Specs, state: PolicyState, rows: Sequence[tuple[int, dict[str, Any]]]
+    ) -> PolicyState:
+        """Overwrite rows of `state` with persisted dicts; malformed entries are skipped."""
+        table = as_table(specs)
+        good: list[tuple[int, PolicyState]] = []
+        for i, d in rows:
+            try:
+                loaded = PolicyState.from_dicts([d])
+            except (KeyError, TypeError, ValueError):
+                continue
+            # parameters that come from the spec win over persisted ones, except fitted
+            # smoothing parameters (the point of persisting them)
+            fc = loaded.forecast
+            if int(fc.method[0]) != int(table.method[i]):
+                continue
+            good.append((i, loaded))
+        if not good:
+            return state
+        return _replace_rows(state, good)
+
+    def merge_state(
+        self, fresh: PolicyState, old: PolicyState, carry: Sequence[tuple[int, int]]
+    ) -> PolicyState:
+        """Rows of `old` carried into `fresh` at new positions [(new_i, old_i), ...]."""
+        if not carry:
+            return fresh
+        return _replace_rows(fresh, [(i, old.take([j])) for i, j in carry])
+
+
+def _replace_rows(state: PolicyState, rows: Sequence[tuple[int, PolicyState]]) -> PolicyState:
+    parts = [state.take([i]) for i in range(state.n)]
+    for i, row in rows:
+        parts[i] = row
+    return PolicyState.concat(parts)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _demand_series(table: SpecTable, obs: Observation) -> F64:
+    """[n, s] primary demand per workload in its scenario's units."""
+    sc = table.scenario
+    rps = obs.metric("rps")
+    out = rps.copy()
+    rag = sc == RAG
+    if rag.any():
+        out[rag] = _nan_add(obs.metric("queue")[rag], obs.metric("running")[rag])
+    st = sc == STREAMING
+    if st.any():
+        streams = obs.metric("streams")[st]
+        tokens = obs.metric("tokens_ps")[st]
+        out[st] = np.where(table.uses_tokens[st][:, None], tokens, streams)
+    return out
+
+
+def decide(
+    specs: Specs,
+    state: PolicyState,
+    obs: Observation,
+    now_s: float,
+    max_sample_age_s: float = DEFAULT_MAX_SAMPLE_AGE_S,
+) -> tuple[Decisions, PolicyState]:
+    """Decide replicas per pool for every workload. See the module docstring for stages.
+
+    specs: n PolicySpecs or their SpecTable; state: PolicyState for the same n (from
+    `PredictivePolicy().initial_state(specs)` at first); obs: windows for the same n;
+    now_s: the decision time in seconds on the observation's clock.
+    """
+    table = as_table(specs)
+    n = table.n
+    if obs.n != n or state.n != n:
+        raise ValueError(f"specs ({n}), state ({state.n}) and observation ({obs.n}) differ in size")
+    cur = obs.cluster
+    current = cur.current_total
+    sc = table.scenario
+
+    # 1. demand -------------------------------------------------------------------------
+    series = _demand_series(table, obs)
+    newest_t = float(np.max(state.forecast.last_t_s, initial=-np.inf))
+    oldest_t = float(np.min(state.forecast.last_t_s, initial=-np.inf))
+    rag_long = float(np.max(np.where(sc == RAG, table.rag_long_s, 0.0), initial=0.0))
+    tail_from = min(
+        now_s - max(max_sample_age_s, rag_long), oldest_t if np.isfinite(oldest_t) else -np.inf
+    )
+    cols = np.nonzero(obs.t_s > tail_from)[0] if np.isfinite(tail_from) else np.arange(obs.t_s.size)
+    t_tail = obs.t_s[cols]
+    y_tail = series[:, cols]
+    del newest_t
+
+    last_val, last_at = _last_finite(t_tail, y_tail, now_s - max_sample_age_s)
+    missing = ~np.isfinite(last_val) | (last_at < now_s - max_sample_age_s)
+    if obs.stale is not None:
+        missing |= obs.stale
+    backlog, backlog_at = (np.full(n, np.nan), np.full(n, -np.inf))
+    backlog_age = np.full(n, np.nan)
+    is_batch = sc == BATCH
+    if is_batch.any():
+        b_val, b_at = _last_finite(obs.t_s, obs.metric("backlog"), now_s - max_sample_age_s)
+        backlog, backlog_at = b_val, b_at
+        age, _ = _last_finite(obs.t_s, obs.metric("backlog_age_s"), now_s - max_sample_age_s)
+        backlog_age = np.where(np.isfinite(age), age, 0.0)
+        # batch needs its backlog; arrivals alone may be absent (push-style batch jobs)
+        b_missing = ~np.isfinite(backlog)
+        missing = np.where(is_batch, b_missing, missing)
+        last_val = np.where(is_batch & ~np.isfinite(last_val), 0.0, last_val)
+
+    # 2. forecast -----------------------------------------------------------------------
+    fstate = update(state.forecast, t_tail, y_tail)
+    ready_warm = cur.ready_warm > 0
+    horizon = np.where(ready_warm, table.lead_warm_s, table.lead_cold_s)
+    f_mean, f_upper = predict(fstate, now_s, horizon, table.quantile)
+    f_mean = np.where(np.isfinite(f_mean), f_mean, last_val)
+    f_upper = np.where(np.isfinite(f_upper), f_upper, f_mean)
+    floors = obs.floors if obs.floors is not None else Floors.none(n)
+    f_mean = np.maximum(f_mean, floors.min_demand)
+    f_upper = np.maximum(f_upper, floors.min_demand)
+    # plan on the upper bound (quantile from the SLO class; 0.5 plans on the mean)
+    plan = np.maximum(f_upper, np.nan_to_num(last_val))
+
+    # 3. recommend ----------------------------------------------------------------------
+    per_replica = table.capacity * table.utilization
+    with np.errstate(invalid="ignore", divide="ignore"):
+        need = plan / per_replica
+    reason = np.full(n, "", dtype=object)
+
+    rag = sc == RAG
+    burst_until = state.burst_until_s
+    if rag.any():
+        short = _window_mean(t_tail, y_tail, now_s, table.rag_short_s)
+        long_ = _window_mean(t_tail, y_tail, now_s, table.rag_long_s)
+        bursting = (
+            rag
+            & np.isfinite(short)
+            & (short > 0)
+            & (~np.isfinite(long_) | (short > table.rag_burst_factor * np.nan_to_num(long_)))
+        )
+        burst_until = np.where(bursting, now_s + table.rag_short_s, burst_until)
+        in_burst = rag & (burst_until >= now_s)
+        rag_demand = np.where(in_burst, np.fmax(short, plan), np.fmax(long_, plan))
+        rag_need = rag_demand / per_replica
+        # optional arrival-rate floor: in-flight can lag a rise in arrivals
+        rps_last, _ = _last_finite(t_tail, obs.metric("rps")[:, cols], now_s - max_sample_age_s)
+        with np.errstate(invalid="ignore"):
+            rps_need = rps_last / (table.rag_rps_capacity * table.utilization)
+        rag_need = np.fmax(rag_need, rps_need)
+        need = np.where(rag, rag_need, need)
+        reason = np.where(in_burst, "BurstMode", reason)
+
+    st = sc == STREAMING
+    if st.any():
+        need = np.where(st, need * (1.0 + table.stream_headroom), need)
+
+    last_busy = state.last_busy_s
+    if is_batch.any():
+        time_left = np.maximum(table.batch_deadline_s - backlog_age, BATCH_MIN_DRAIN_S)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drain = np.nan_to_num(backlog) / (table.capacity * time_left)
+        batch_need = np.fmax(drain, need)
+        busy = (np.nan_to_num(backlog) > 0) | (np.nan_to_num(last_val) > 0)
+        last_busy = np.where(is_batch & busy, now_s, last_busy)
+        idle_long = (now_s - last_busy) >= table.batch_idle_s
+        # keep one replica until idle for idle_s; then zero if allowed
+        keep_one = ~idle_long | ~table.batch_to_zero
+        batch_need = np.where(keep_one, np.maximum(batch_need, 1.0), batch_need)
+        need = np.where(is_batch, batch_need, need)
+        reason = np.where(
+            is_batch & (np.nan_to_num(backlog) > 0),
+            "BacklogDeadline",
+            np.where(is_batch & idle_long & table.batch_to_zero, "ScaleToZeroIdle", reason),
+        )
+
+    need = np.where(np.isfinite(need), need, 0.0)
+    raw = np.ceil(need - 1e-9).astype(np.int64)
+    raw = np.maximum(raw, floors.min_replicas)
+    sched = floors.min_replicas > 0
+
+    # 4. tolerance (HPA semantics: inclusive band on desired/current) -------------------
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(current > 0, raw / np.maximum(current, 1), np.inf)
+    within = (
+        (current > 0)
+        & (ratio >= 1.0 - table.behavior.tol_down)
+        & (ratio <= 1.0 + table.behavior.tol_up)
+    )
+    rec = np.where(within, current, raw)
+
+    # 5. behavior (stabilization, rate limits) and bounds --------------------------------
+    min_r = np.minimum(np.maximum(table.min_replicas, floors.min_replicas), table.max_replicas)
+    final, beh_reason, bstate = apply_behavior(
+        table.behavior, state.behavior, rec, current, min_r, table.max_replicas, now_s
+    )
+
+    # 6. hold on missing data: last good decision, never below current --------------------
+    held = missing
+    hold_total = np.maximum(state.last_total, current)
+    final = np.where(held, hold_total, final)
+    bstate = _where_state(~held, bstate, state.behavior)
+    fstate_kept = fstate  # forecast skipped NaNs already; keep its progress
+
+    # 7. pool split -----------------------------------------------------------------------
+    spot_enabled = table.spot_enabled
+    base = np.maximum(
+        table.base_on_demand, np.ceil(table.base_on_demand_ratio * final - 1e-9).astype(np.int64)
+    )
+    base = np.where(spot_enabled, np.minimum(base, final), final)
+    spot_target = final - base
+    trouble = cur.spot_at_risk + cur.spot_pending_too_long
+    unhealthy = spot_enabled & (trouble > 0)
+    unhealthy_s = np.where(unhealthy, now_s, state.spot_unhealthy_s)
+    healthy_long = (now_s - unhealthy_s) >= table.spot_healthy_hold_s
+    spill = np.where(
+        unhealthy,
+        np.maximum(state.spill, trouble),
+        np.where(healthy_long, 0, state.spill),
+    )
+    spill = np.where(spot_enabled, np.minimum(spill, spot_target), 0)
+    on_demand = base + spill
+    spot = np.where(spot_enabled, spot_target, 0)
+    on_demand = np.maximum(on_demand, floors.min_on_demand)
+    spot = np.where(spot_enabled, np.maximum(spot, floors.min_spot), spot)
+
+    # warm pool: headroom between the forecast's upper bound and what we ask for
+    with np.errstate(invalid="ignore", divide="ignore"):
+        upper_replicas = np.ceil(np.nan_to_num(f_upper) / per_replica - 1e-9)
+    headroom = np.nan_to_num(upper_replicas - final, nan=0.0).astype(np.int64)
+    max_warm = np.maximum(table.max_warm, floors.min_warm)
+    warm = np.clip(headroom, table.min_warm, max_warm)
+    warm = np.maximum(warm, floors.min_warm)
+    warm = np.where(table.max_warm + floors.min_warm > 0, warm, 0)
+
+    # reasons -------------------------------------------------------------------------------
+    up = final > current
+    down = final < current
+    forecast_led = np.nan_to_num(f_upper) > np.nan_to_num(last_val) * 1.0001
+    main = np.where(
+        up,
+        np.where(forecast_led, "ScaleUpForecast", "ScaleUpDemand"),
+        np.where(down, "ScaleDownDemand", np.where(within, "WithinTolerance", "Steady")),
+    )
+    limited = np.isin(
+        beh_reason, ("ScaleUpLimit", "ScaleDownLimit", "TooFewReplicas", "TooManyReplicas")
+    )
+    main = np.where(limited & (final != rec), beh_reason, main)
+    main = np.where(
+        sched & (final == floors.min_replicas) & (raw <= floors.min_replicas), "ScheduleFloor", main
+    )
+    main = np.where(reason != "", np.where(main == "Steady", reason, main), main)
+    main = np.where(spill > 0, "SpotSpillover", main)
+    main = np.where(held, "HoldStaleMetrics", main)
+
+    detail = _messages(
+        table,
+        main,
+        final,
+        current,
+        last_val,
+        f_upper,
+        horizon,
+        spot,
+        on_demand,
+        warm,
+        spill,
+        held,
+        floors,
+    )
+
+    decisions = Decisions(
+        spot=spot.astype(np.int64),
+        on_demand=on_demand.astype(np.int64),
+        warm=warm.astype(np.int64),
+        desired_total=final.astype(np.int64),
+        demand_now=last_val,
+        forecast=f_mean,
+        forecast_upper=f_upper,
+        reason=main.astype(object),
+        detail=detail,
+        held=held,
+    )
+    new_state = PolicyState(
+        forecast=fstate_kept,
+        behavior=bstate,
+        last_total=np.where(held, state.last_total, final),
+        last_good_s=np.where(held, state.last_good_s, now_s),
+        spill=spill.astype(np.int64),
+        spot_unhealthy_s=unhealthy_s,
+        burst_until_s=burst_until,
+        last_busy_s=last_busy,
+    )
+    return decisions, new_state
+
+
+_UNITS = {CHAT: "req/s", RAG: "in-flight", STREAMING: "streams", BATCH: "items/s"}
+
+
+def _messages(
+    table: SpecTable,
+    reason: Any,
+    final: I64,
+    current: I64,
+    demand: F64,
+    upper: F64,
+    horizon: F64,
+    spot: I64,
+    on_demand: I64,
+    warm: I64,
+    spill: I64,
+    held: B,
+    floors: Floors,
+) -> Any:
+    """One human sentence per workload (what and why, with the numbers)."""
+    out = np.empty(final.shape[0], dtype=object)
+    for i in range(final.shape[0]):
+        unit = "tokens/s" if table.uses_tokens[i] else _UNITS[int(table.scenario[i])]
+        if held[i]:
+            out[i] = (
+                f"demand metric missing or stale: holding {final[i]} replicas "
+                f"(last good decision, never a scale-down)"
+            )
+            continue
+        msg = (
+            f"{current[i]} -> {final[i]} replicas: demand {demand[i]:.3g} {unit}, "
+            f"forecast upper {upper[i]:.3g} in {horizon[i]:.0f}s; "
+            f"spot {spot[i]}, on-demand {on_demand[i]}, warm {warm[i]}"
+        )
+        if spill[i]:
+            msg += f"; {spill[i]} on-demand covering spot at risk"
+        if floors.source[i]:
+            msg += f"; schedule {floors.source[i]!s} active"
+        out[i] = f"{reason[i]}: {msg}"
+    return out
