@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal, NewType
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from policies.spec import (
     PolicySpec,
@@ -95,6 +102,24 @@ class WorkloadSpec(_Model):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     policy: PolicySpec
     cost: CostSpec = Field(default_factory=CostSpec)
+
+    @model_validator(mode="after")
+    def _schedules_parse(self) -> WorkloadSpec:
+        # cron and time zones are checked here, at the boundary, with the library that
+        # evaluates them (policies/ stays free of scheduler imports)
+        from autoscaler.schedules import entry_problems
+
+        problems = []
+        names = set()
+        for i, entry in enumerate(self.policy.schedules):
+            if entry.name in names:
+                problems.append(f"policy.schedules[{i}].name: duplicate entry name {entry.name!r}")
+            names.add(entry.name)
+            for fld, msg in entry_problems(entry):
+                problems.append(f"policy.schedules[{i}].{fld}: {msg}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 _DNS1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -17,6 +17,7 @@ Failure containment (fail static):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class ControlLoop:
         self._specs: Any = None
         self._state: Any = None
         self.last_report: TickReport | None = None
+        # tick and refit run in different worker threads; state swaps happen under this lock
+        self._lock = threading.RLock()
         self.set_workloads(workloads)
 
     # -- configuration -------------------------------------------------------------------
@@ -100,6 +103,10 @@ class ControlLoop:
     def set_workloads(self, workloads: Sequence[Workload]) -> None:
         """Replace the workload set; state of workloads that stay is kept, new ones start
         from persisted state when the StateStore has it."""
+        with self._lock:
+            self._set_workloads(workloads)
+
+    def _set_workloads(self, workloads: Sequence[Workload]) -> None:
         old = {w.key: i for i, w in enumerate(self.workloads)}
         new = list(workloads)
         specs = [effective_policy_spec(w.spec.policy, w.spec.targets) for w in new]
@@ -132,7 +139,38 @@ class ControlLoop:
 
     # -- the tick --------------------------------------------------------------------------
 
+    def refit(self, now_s: float, history_s: float = 6 * 3600.0, step_s: float = 60.0) -> bool:
+        """Re-estimate forecast parameters from a longer history (the slow job).
+
+        The fit runs outside the lock on a snapshot; only the fitted parameters are applied
+        to the live state, so ticks that ran meanwhile are not lost. False when the policy
+        has nothing to fit or the history is unavailable."""
+        if not hasattr(self.policy, "refit") or not self.workloads:
+            return False
+        with self._lock:
+            workloads, specs, state = list(self.workloads), self._specs, self._state
+        try:
+            windows = self.metrics.history(workloads, now_s - history_s, now_s, step_s)
+        except AdapterError as e:
+            log.warning("refit skipped, history unavailable: %s", e)
+            return False
+        obs = Observation(
+            t_s=windows.t_s,
+            metrics=dict(windows.metrics),
+            cluster=ClusterFacts.uniform(len(workloads), 0, 0, 0),
+        )
+        params = self.policy.refit(specs, state, obs)
+        with self._lock:
+            if [w.key for w in self.workloads] != [w.key for w in workloads]:
+                return False  # workload set changed meanwhile; next refit catches up
+            self._state = self.policy.apply_refit(self._state, params)
+        return True
+
     def tick(self, now_s: float) -> TickReport:
+        with self._lock:
+            return self._tick(now_s)
+
+    def _tick(self, now_s: float) -> TickReport:
         t0 = time.perf_counter()
         n = len(self.workloads)
         report = TickReport(now_s=now_s, n_workloads=n)
@@ -196,6 +234,8 @@ class ControlLoop:
             self._state = state
             return decisions
         except Exception:
+            if not hasattr(self.policy, "take_state"):
+                raise
             log.exception("policy failed on the batch; deciding workloads one by one")
         return self._decide_one_by_one(obs, now_s, report)
 

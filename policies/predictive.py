@@ -24,12 +24,12 @@ Decisions carry a reason code and a human message. State is returned, never muta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
-from policies.forecast import ForecastState, predict, update
+from policies.forecast import ForecastState, fit, predict, update
 from policies.hpa import BehaviorState, apply_behavior
 from policies.spec import PolicySpec
 from policies.table import BATCH, CHAT, RAG, STREAMING, SpecTable
@@ -220,6 +220,20 @@ class PredictivePolicy:
         self, specs: Specs, state: PolicyState, obs: Observation, now_s: float
     ) -> tuple[Decisions, PolicyState]:
         return decide(specs, state, obs, now_s, max_sample_age_s=self.max_sample_age_s)
+
+    def refit(self, specs: Specs, state: PolicyState, history: Observation) -> ForecastState:
+        """Fitted forecast parameters from a longer history (run on a slow schedule)."""
+        table = as_table(specs)
+        series = _demand_series(table, history)
+        fitted = fit(history.t_s, series, state.forecast)
+        # a workload whose spec disables fitting keeps its configured parameters
+        keep = np.asarray([not s.forecast.fit for s in table.specs], dtype=bool)
+        return _where_state(keep, state.forecast, fitted)  # type: ignore[no-any-return]
+
+    def apply_refit(self, state: PolicyState, fitted: ForecastState) -> PolicyState:
+        """Live state with the fitted smoothing parameters (levels keep their progress)."""
+        fc = replace(state.forecast, alpha=fitted.alpha, beta=fitted.beta, gamma=fitted.gamma)
+        return replace(state, forecast=fc)
 
     # -- helpers the control loop uses to isolate failures and persist state ----------------
 
