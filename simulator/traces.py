@@ -30,12 +30,15 @@ if at least half the non-empty values are numbers, else datetime strings),
 above 1e8 s, over three years, can only be epoch stamps and are re-based to the first
 arrival, with a note). Datetime strings always start at the first arrival. Without a
 column_map the generic formats look for ``arrival_s``, ``input_tokens``, ``output_tokens``
-(what `write_trace` writes).
+(what `write_trace` writes); for the named formats, column_map entries override their
+built-in names. CSV rows are one record per line (the C parser; rows with extra fields
+are skipped with the parser's reason).
 
 Bad input, decided once for all formats:
 
-- Broken rows (missing field, unparseable time, non-numeric / non-finite / negative /
-  fractional token count, negative arrival, invalid JSON) are skipped and listed in
+- Broken rows (missing field, extra CSV field, unparseable time, non-numeric /
+  non-finite / negative / fractional token count, negative arrival, invalid JSON) are
+  skipped and listed in
   `Trace.skipped` as (1-based line number in the file, reason); for Parquet the number is
   the 1-based row. Rows whose every field is empty (blank lines) are not data and are
   ignored without a report.
@@ -88,8 +91,9 @@ _DEFAULT_MAPS: dict[str, dict[str, str]] = {
         "input_tokens": "ContextTokens",
         "output_tokens": "GeneratedTokens",
         "arrival_unit": "datetime",
-        # Explicit format: one vectorized strptime pass (pandas reads %f up to 9 digits).
-        "arrival_format": "%Y-%m-%d %H:%M:%S.%f",
+        # pandas' vectorized ISO 8601 parser: keeps all 7 fractional digits (ns resolution),
+        # also takes a stamp without a fraction, and beats an explicit strptime format.
+        "arrival_format": "ISO8601",
     },
     "mooncake": {
         "arrival": "timestamp",
@@ -569,8 +573,8 @@ class RateCurve:
                 f"max_requests={max_requests}; window it or scale it down first"
             )
         rng = np.random.default_rng(seed)
-        edges = np.append(self.t_s, self.duration_s)
-        arrival = _sample_piecewise(rng, edges, self.rate_rps)
+        width = np.full(len(self), self.bin_s)
+        arrival = _sample_bins(rng, self.t_s, width, self.rate_rps)
         tok = tokens or AZURE_CONV_TOKENS.with_means(
             self.mean_input_tokens, self.mean_output_tokens
         )
@@ -1270,16 +1274,24 @@ def _renewal_in_windows(
 # --------------------------------------------------------------------------- synthetic
 
 
-def _sample_piecewise(rng: np.random.Generator, edges_s: F64, rate_rps: F64) -> F64:
-    """Poisson arrivals with rate `rate_rps[i]` on [edges_s[i], edges_s[i+1]); sorted [m]."""
-    width = np.diff(edges_s)
-    counts = rng.poisson(np.maximum(rate_rps, 0.0) * width)
-    t: F64 = np.repeat(edges_s[:-1], counts) + rng.random(int(counts.sum())) * np.repeat(
-        width, counts
-    )
-    t = np.minimum(t, np.repeat(np.nextafter(edges_s[1:], -np.inf), counts))
+def _sample_bins(rng: np.random.Generator, start_s: F64, width_s: F64, rate_rps: F64) -> F64:
+    """Poisson arrivals at `rate_rps[i]` on [start_s[i], start_s[i] + width_s[i]); sorted [m].
+
+    Bins must not overlap. Per bin: a Poisson count, then uniform positions (exact for a
+    rate that is constant within the bin).
+    """
+    counts = rng.poisson(np.maximum(rate_rps, 0.0) * width_s)
+    start = np.repeat(start_s, counts)
+    width = np.repeat(width_s, counts)
+    t: F64 = start + rng.random(start.size) * width
+    t = np.minimum(t, np.nextafter(start + width, -np.inf))
     t.sort()
     return t
+
+
+def _sample_piecewise(rng: np.random.Generator, edges_s: F64, rate_rps: F64) -> F64:
+    """Poisson arrivals at `rate_rps[i]` on [edges_s[i], edges_s[i+1]); sorted [m]."""
+    return _sample_bins(rng, edges_s[:-1], np.diff(edges_s), rate_rps)
 
 
 def _synthetic(

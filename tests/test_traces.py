@@ -231,6 +231,22 @@ def test_unrecognizable_file_is_refused(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param("", "file is empty", id="empty-file"),
+        pytest.param("arrival_s,input_tokens,output_tokens\n", "no usable rows", id="header-only"),
+        pytest.param("arrival_s,input_tokens,output_tokens\n\n,,\n", "no usable rows", id="blank"),
+    ],
+)
+def test_files_without_rows_are_refused(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "trace.csv"
+    path.write_text(content)
+    with pytest.raises(TraceError, match=message) as err:
+        load_trace(path)
+    assert str(path) in str(err.value)
+
+
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match="no such file"):
         load_trace(tmp_path / "nope.csv")
