@@ -135,6 +135,8 @@ def _cluster_backend(
             return source.load()
 
         workloads, errors = reload()
+    from autoscaler.schedules import ScheduleEvaluator
+
     loop = ControlLoop(
         workloads,
         metrics=metrics,
@@ -143,6 +145,7 @@ def _cluster_backend(
         store=store,
         state_store=state_store,
         events=events,
+        schedules=ScheduleEvaluator(epoch_s=0.0),
         dry_run=args.dry_run,
     )
     elector = None
@@ -197,6 +200,10 @@ class Service:
             invalid=_invalid_json(errors),
             leader=self.backend.leader is None,
         )
+        sched = self.backend.loop.schedules
+        if sched is not None and hasattr(sched, "describe"):
+            clock = self.backend.clock_s
+            self.status.schedules = lambda w: sched.describe(w, clock())
         self.app = create_app(self.status)
         self._stop = asyncio.Event()
         self.ticks = 0

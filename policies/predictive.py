@@ -28,12 +28,13 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from policies.forecast import ForecastState, fit, predict, update
 from policies.hpa import BehaviorState, apply_behavior
 from policies.spec import PolicySpec
 from policies.table import BATCH, CHAT, RAG, STREAMING, SpecTable
-from policies.types import B, F64, I64, Decisions, Floors, Observation
+from policies.types import F64, I64, B, Decisions, Floors, LazyMessages, Observation
 
 # A demand series whose newest finite sample is older than this is treated as missing,
 # even when the source did not flag it stale (two 15 s scrapes plus a 30 s rate() lag).
@@ -61,6 +62,8 @@ class PolicyState:
     spot_unhealthy_s: F64  # last time spot was at risk or stuck Pending (-inf: never)
     burst_until_s: F64  # rag: burst mode lasts until (-inf: not in burst)
     last_busy_s: F64  # batch: last time the backlog or arrivals were non-zero
+    demand_last: F64  # newest raw demand sample seen (NaN: none)
+    demand_last_s: F64  # its time (-inf: none)
 
     @property
     def n(self) -> int:
@@ -81,6 +84,8 @@ class PolicyState:
             spot_unhealthy_s=neg.copy(),
             burst_until_s=neg.copy(),
             last_busy_s=neg.copy(),
+            demand_last=np.full(n, np.nan),
+            demand_last_s=neg.copy(),
         )
 
     def take(self, idx: I64 | list[int]) -> PolicyState:
@@ -114,16 +119,17 @@ class PolicyState:
 
     @classmethod
     def from_dicts(cls, items: Sequence[dict[str, Any]]) -> PolicyState:
+        scalars: dict[str, Any] = {
+            k: np.asarray(
+                [int(d[k]) if k in _INT_FIELDS else _from_json_float(d[k]) for d in items],
+                dtype=np.int64 if k in _INT_FIELDS else np.float64,
+            )
+            for k in _SCALAR_FIELDS
+        }
         return cls(
             forecast=ForecastState.from_dicts([d["forecast"] for d in items]),
             behavior=BehaviorState.from_dicts([d["behavior"] for d in items]),
-            **{
-                k: np.asarray(
-                    [int(d[k]) if k in _INT_FIELDS else _from_json_float(d[k]) for d in items],
-                    dtype=np.int64 if k in _INT_FIELDS else np.float64,
-                )
-                for k in _SCALAR_FIELDS
-            },
+            **scalars,
         )
 
 
@@ -134,6 +140,8 @@ _SCALAR_FIELDS = (
     "spot_unhealthy_s",
     "burst_until_s",
     "last_busy_s",
+    "demand_last",
+    "demand_last_s",
 )
 _INT_FIELDS = frozenset({"last_total", "spill"})
 
@@ -164,18 +172,23 @@ def _where_state(mask: B, new: Any, old: Any) -> Any:
 
 
 def _last_finite(t_s: F64, arr: F64, since_s: float) -> tuple[F64, F64]:
-    """(newest finite value, its time) per row among samples at t >= since_s; NaN/-inf if none."""
-    n = arr.shape[0]
-    cols = np.nonzero(t_s >= since_s)[0]
-    if cols.size == 0:
-        return np.full(n, np.nan), np.full(n, -np.inf)
-    block = arr[:, cols]
-    finite = np.isfinite(block)
-    any_f = finite.any(axis=1)
-    last = block.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
-    rows = np.arange(n)
-    val = np.where(any_f, block[rows, last], np.nan)
-    at = np.where(any_f, t_s[cols][last], -np.inf)
+    """(newest finite value, its time) per row among samples at t >= since_s; NaN/-inf if none.
+
+    Scans backward from the newest column and drops rows as they resolve, so the usual case
+    (every row fresh in the newest sample) costs one column."""
+    n, k = arr.shape
+    val = np.full(n, np.nan)
+    at = np.full(n, -np.inf)
+    todo = np.arange(n)
+    for j in range(k - 1, -1, -1):
+        if todo.size == 0 or t_s[j] < since_s:
+            break
+        col = arr[todo, j]
+        ok = np.isfinite(col)
+        if ok.any():
+            val[todo[ok]] = col[ok]
+            at[todo[ok]] = t_s[j]
+            todo = todo[~ok]
     return val, at
 
 
@@ -196,8 +209,7 @@ def _window_mean(t_s: F64, arr: F64, now_s: float, window_s: F64) -> F64:
 
 def _nan_add(a: F64, b: F64) -> F64:
     """a + b where a missing b counts as 0, but both missing stays missing."""
-    both = np.isnan(a) & np.isnan(b)
-    return np.where(both, np.nan, np.nan_to_num(a) + np.nan_to_num(b))
+    return np.where(np.isnan(a), b, np.where(np.isnan(b), a, a + b))
 
 
 class PredictivePolicy:
@@ -312,19 +324,28 @@ def _replace_rows(state: PolicyState, rows: Sequence[tuple[int, PolicyState]]) -
 # ---------------------------------------------------------------------------------------
 
 
-def _demand_series(table: SpecTable, obs: Observation) -> F64:
-    """[n, s] primary demand per workload in its scenario's units."""
+def _demand_series(
+    table: SpecTable,
+    obs: Observation,
+    cols: slice | None = None,
+    rows: NDArray[np.intp] | None = None,
+) -> F64:
+    """[rows, cols] primary demand per workload in its scenario's units; `table` holds the
+    specs of exactly those rows. Column slices are views: nothing outside them is copied."""
     sc = table.scenario
-    rps = obs.metric("rps")
-    out = rps.copy()
+    c = slice(None) if cols is None else cols
+
+    def m(name: str) -> F64:
+        arr = obs.metric(name)[:, c]
+        return arr if rows is None else arr[rows]
+
+    out = m("rps").copy()
     rag = sc == RAG
     if rag.any():
-        out[rag] = _nan_add(obs.metric("queue")[rag], obs.metric("running")[rag])
+        out[rag] = _nan_add(m("queue")[rag], m("running")[rag])
     st = sc == STREAMING
     if st.any():
-        streams = obs.metric("streams")[st]
-        tokens = obs.metric("tokens_ps")[st]
-        out[st] = np.where(table.uses_tokens[st][:, None], tokens, streams)
+        out[st] = np.where(table.uses_tokens[st][:, None], m("tokens_ps")[st], m("streams")[st])
     return out
 
 
@@ -350,33 +371,41 @@ def decide(
     sc = table.scenario
 
     # 1. demand -------------------------------------------------------------------------
-    series = _demand_series(table, obs)
-    newest_t = float(np.max(state.forecast.last_t_s, initial=-np.inf))
-    oldest_t = float(np.min(state.forecast.last_t_s, initial=-np.inf))
-    rag_long = float(np.max(np.where(sc == RAG, table.rag_long_s, 0.0), initial=0.0))
-    tail_from = min(
-        now_s - max(max_sample_age_s, rag_long), oldest_t if np.isfinite(oldest_t) else -np.inf
+    # Only the columns that matter: samples the forecast has not seen yet and the recent
+    # ones that tell whether data is fresh. (RAG's long window is read separately, below.)
+    # Each row needs the samples after its last accepted one, never more than
+    # max_sample_age_s back (older samples cannot make a row fresh); a workload with no
+    # history yet takes the whole window to seed its forecast.
+    since = now_s - max_sample_age_s
+    seen = state.forecast.n_obs > 0
+    need_from = np.where(seen, np.maximum(state.forecast.last_t_s, since), -np.inf)
+    oldest = float(np.min(need_from, initial=since))
+    # t_s is sorted: the columns needed are a contiguous tail, taken as a view
+    cols = slice(
+        int(np.searchsorted(obs.t_s, oldest, side="right")) if np.isfinite(oldest) else 0, None
     )
-    cols = np.nonzero(obs.t_s > tail_from)[0] if np.isfinite(tail_from) else np.arange(obs.t_s.size)
     t_tail = obs.t_s[cols]
-    y_tail = series[:, cols]
-    del newest_t
+    y_tail = _demand_series(table, obs, cols)
 
-    last_val, last_at = _last_finite(t_tail, y_tail, now_s - max_sample_age_s)
-    missing = ~np.isfinite(last_val) | (last_at < now_s - max_sample_age_s)
+    newest_val, newest_at = _last_finite(t_tail, y_tail, since)
+    got = np.isfinite(newest_val)
+    last_val = np.where(got, newest_val, state.demand_last)
+    last_at = np.where(got, newest_at, state.demand_last_s)
+    missing = ~np.isfinite(last_val) | (last_at < since)
     if obs.stale is not None:
         missing |= obs.stale
-    backlog, backlog_at = (np.full(n, np.nan), np.full(n, -np.inf))
+    backlog = np.full(n, np.nan)
     backlog_age = np.full(n, np.nan)
     is_batch = sc == BATCH
     if is_batch.any():
-        b_val, b_at = _last_finite(obs.t_s, obs.metric("backlog"), now_s - max_sample_age_s)
-        backlog, backlog_at = b_val, b_at
-        age, _ = _last_finite(obs.t_s, obs.metric("backlog_age_s"), now_s - max_sample_age_s)
+        # backlog gauges are read over the freshness window (they are not forecast)
+        bcols = slice(int(np.searchsorted(obs.t_s, since, side="left")), None)
+        tb = obs.t_s[bcols]
+        backlog, _ = _last_finite(tb, obs.metric("backlog")[:, bcols], since)
+        age, _ = _last_finite(tb, obs.metric("backlog_age_s")[:, bcols], since)
         backlog_age = np.where(np.isfinite(age), age, 0.0)
         # batch needs its backlog; arrivals alone may be absent (push-style batch jobs)
-        b_missing = ~np.isfinite(backlog)
-        missing = np.where(is_batch, b_missing, missing)
+        missing = np.where(is_batch, ~np.isfinite(backlog), missing)
         last_val = np.where(is_batch & ~np.isfinite(last_val), 0.0, last_val)
 
     # 2. forecast -----------------------------------------------------------------------
@@ -401,8 +430,16 @@ def decide(
     rag = sc == RAG
     burst_until = state.burst_until_s
     if rag.any():
-        short = _window_mean(t_tail, y_tail, now_s, table.rag_short_s)
-        long_ = _window_mean(t_tail, y_tail, now_s, table.rag_long_s)
+        ridx = np.nonzero(rag)[0]
+        lo = now_s - float(np.max(table.rag_long_s[ridx]))
+        long_cols = slice(int(np.searchsorted(obs.t_s, lo, side="right")), None)
+        rsub = table.take(ridx)
+        y_rag = _demand_series(rsub, obs, long_cols, ridx)
+        t_rag = obs.t_s[long_cols]
+        short = np.full(n, np.nan)
+        long_ = np.full(n, np.nan)
+        short[ridx] = _window_mean(t_rag, y_rag, now_s, rsub.rag_short_s)
+        long_[ridx] = _window_mean(t_rag, y_rag, now_s, rsub.rag_long_s)
         bursting = (
             rag
             & np.isfinite(short)
@@ -414,7 +451,7 @@ def decide(
         rag_demand = np.where(in_burst, np.fmax(short, plan), np.fmax(long_, plan))
         rag_need = rag_demand / per_replica
         # optional arrival-rate floor: in-flight can lag a rise in arrivals
-        rps_last, _ = _last_finite(t_tail, obs.metric("rps")[:, cols], now_s - max_sample_age_s)
+        rps_last, _ = _last_finite(t_tail, obs.metric("rps")[:, cols], since)
         with np.errstate(invalid="ignore"):
             rps_need = rps_last / (table.rag_rps_capacity * table.utilization)
         rag_need = np.fmax(rag_need, rps_need)
@@ -459,17 +496,19 @@ def decide(
     )
     rec = np.where(within, current, raw)
 
-    # 5. behavior (stabilization, rate limits) and bounds --------------------------------
+    # 5. hold on missing data: last good decision, never below current -------------------
+    # A held workload's recommendation is the held count: its stabilization history then
+    # keeps the pre-outage level for a full window after data returns (no sudden drop).
+    held = missing
+    hold_total = np.maximum(state.last_total, current)
+    rec = np.where(held, hold_total, rec)
+
+    # 6. behavior (stabilization, rate limits) and bounds --------------------------------
     min_r = np.minimum(np.maximum(table.min_replicas, floors.min_replicas), table.max_replicas)
     final, beh_reason, bstate = apply_behavior(
         table.behavior, state.behavior, rec, current, min_r, table.max_replicas, now_s
     )
-
-    # 6. hold on missing data: last good decision, never below current --------------------
-    held = missing
-    hold_total = np.maximum(state.last_total, current)
     final = np.where(held, hold_total, final)
-    bstate = _where_state(~held, bstate, state.behavior)
     fstate_kept = fstate  # forecast skipped NaNs already; keep its progress
 
     # 7. pool split -----------------------------------------------------------------------
@@ -515,11 +554,13 @@ def decide(
     limited = np.isin(
         beh_reason, ("ScaleUpLimit", "ScaleDownLimit", "TooFewReplicas", "TooManyReplicas")
     )
-    main = np.where(limited & (final != rec), beh_reason, main)
+    limit = np.where(limited & (final != rec), beh_reason, "")
+    main = np.where(limit != "", limit, main)
     main = np.where(
         sched & (final == floors.min_replicas) & (raw <= floors.min_replicas), "ScheduleFloor", main
     )
-    main = np.where(reason != "", np.where(main == "Steady", reason, main), main)
+    # the scenario's own cause (burst, backlog deadline, idle) names the decision
+    main = np.where(reason != "", reason, main)
     main = np.where(spill > 0, "SpotSpillover", main)
     main = np.where(held, "HoldStaleMetrics", main)
 
@@ -537,6 +578,7 @@ def decide(
         spill,
         held,
         floors,
+        limit,
     )
 
     decisions = Decisions(
@@ -560,6 +602,8 @@ def decide(
         spot_unhealthy_s=unhealthy_s,
         burst_until_s=burst_until,
         last_busy_s=last_busy,
+        demand_last=np.where(got, newest_val, state.demand_last),
+        demand_last_s=np.where(got, newest_at, state.demand_last_s),
     )
     return decisions, new_state
 
@@ -581,25 +625,28 @@ def _messages(
     spill: I64,
     held: B,
     floors: Floors,
-) -> Any:
-    """One human sentence per workload (what and why, with the numbers)."""
-    out = np.empty(final.shape[0], dtype=object)
-    for i in range(final.shape[0]):
+    limit: Any,
+) -> LazyMessages:
+    """One human sentence per workload (what and why, with the numbers), formatted on read."""
+
+    def fmt(i: int) -> str:
         unit = "tokens/s" if table.uses_tokens[i] else _UNITS[int(table.scenario[i])]
         if held[i]:
-            out[i] = (
-                f"demand metric missing or stale: holding {final[i]} replicas "
+            return (
+                f"{reason[i]}: demand metric missing or stale: holding {final[i]} replicas "
                 f"(last good decision, never a scale-down)"
             )
-            continue
         msg = (
             f"{current[i]} -> {final[i]} replicas: demand {demand[i]:.3g} {unit}, "
             f"forecast upper {upper[i]:.3g} in {horizon[i]:.0f}s; "
             f"spot {spot[i]}, on-demand {on_demand[i]}, warm {warm[i]}"
         )
+        if limit[i] and limit[i] != reason[i]:
+            msg += f"; limited by behavior ({limit[i]})"
         if spill[i]:
             msg += f"; {spill[i]} on-demand covering spot at risk"
         if floors.source[i]:
             msg += f"; schedule {floors.source[i]!s} active"
-        out[i] = f"{reason[i]}: {msg}"
-    return out
+        return f"{reason[i]}: {msg}"
+
+    return LazyMessages(fmt, np.arange(final.shape[0], dtype=np.int64))

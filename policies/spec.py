@@ -215,7 +215,7 @@ class PolicySpec(_Model):
     def forecast_quantile(self) -> float:
         if self.forecast.quantile is not None:
             return self.forecast.quantile
-        return SLO_PRESETS[self.slo.slo_class]["forecast_quantile"]
+        return float(SLO_PRESETS[self.slo.slo_class]["forecast_quantile"])
 
 
 class ResolvedPools(_Model):

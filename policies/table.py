@@ -17,11 +17,10 @@ from policies.hpa import BehaviorTable
 from policies.spec import (
     BehaviorSpec,
     PolicySpec,
-    Scenario,
-    ScalingPolicySpec,
     ScalingRulesSpec,
+    Scenario,
 )
-from policies.types import B, F64, I64
+from policies.types import F64, I64, B
 
 SCENARIO_CODES: dict[Scenario, int] = {
     Scenario.CHAT: 0,
@@ -33,10 +32,12 @@ CHAT, RAG, STREAMING, BATCH = 0, 1, 2, 3
 
 
 def _rules(window_s: int, select: str, *policies: tuple[str, int, int]) -> ScalingRulesSpec:
-    return ScalingRulesSpec(
-        stabilizationWindowSeconds=window_s,
-        selectPolicy=select,  # type: ignore[arg-type]
-        policies=[ScalingPolicySpec(type=t, value=v, periodSeconds=p) for t, v, p in policies],  # type: ignore[arg-type]
+    return ScalingRulesSpec.model_validate(
+        {
+            "stabilizationWindowSeconds": window_s,
+            "selectPolicy": select,
+            "policies": [{"type": t, "value": v, "periodSeconds": p} for t, v, p in policies],
+        }
     )
 
 
@@ -46,23 +47,23 @@ SCENARIO_BEHAVIOR: dict[Scenario, BehaviorSpec] = {
     # chat: interactive with a strict P95: give back capacity slowly, one pod a minute
     # after ten quiet minutes (a cold start costs ~5 min of misses, an idle pod only money).
     Scenario.CHAT: BehaviorSpec(
-        scaleUp=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
-        scaleDown=_rules(600, "Max", ("Pods", 1, 60)),
+        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
+        scale_down=_rules(600, "Max", ("Pods", 1, 60)),
     ),
     # rag: bursts come and go within minutes; halve at most once a minute after 5 quiet min.
     Scenario.RAG: BehaviorSpec(
-        scaleUp=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
-        scaleDown=_rules(300, "Max", ("Percent", 50, 60)),
+        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
+        scale_down=_rules(300, "Max", ("Percent", 50, 60)),
     ),
     # streaming: sessions are long; shed two pods a minute after 5 quiet minutes.
     Scenario.STREAMING: BehaviorSpec(
-        scaleUp=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
-        scaleDown=_rules(300, "Max", ("Pods", 2, 60)),
+        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
+        scale_down=_rules(300, "Max", ("Pods", 2, 60)),
     ),
     # batch: throughput only; grow fast to meet the deadline, release within a minute.
     Scenario.BATCH: BehaviorSpec(
-        scaleUp=_rules(0, "Max", ("Pods", 8, 15), ("Percent", 200, 15)),
-        scaleDown=_rules(60, "Max", ("Percent", 100, 15)),
+        scale_up=_rules(0, "Max", ("Pods", 8, 15), ("Percent", 200, 15)),
+        scale_down=_rules(60, "Max", ("Percent", 100, 15)),
     ),
 }
 

@@ -7,7 +7,7 @@ construction: policies return new values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol, TypeVar
 
@@ -148,7 +148,8 @@ class Observation:
         """[n, s] array for a family; all-NaN when the family is absent."""
         arr = self.metrics.get(name)
         if arr is None:
-            return np.full((self.n, self.t_s.shape[0]), np.nan)
+            # a read-only all-NaN view: costs nothing however large the window
+            return np.broadcast_to(np.float64(np.nan), (self.n, self.t_s.shape[0]))
         return arr
 
     def take(self, idx: I64 | list[int]) -> Observation:
@@ -184,6 +185,29 @@ class Decision:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+class LazyMessages:
+    """Human messages formatted only when read: formatting 10,000 sentences each tick would
+    cost more than deciding. Indexing with an int gives a str; with an index array, a view."""
+
+    def __init__(self, fmt: Callable[[int], str], rows: I64) -> None:
+        self._fmt = fmt
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return int(self._rows.shape[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, (int, np.integer)):
+            return self._fmt(int(self._rows[i]))
+        return LazyMessages(self._fmt, self._rows[i])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> NDArray[np.object_]:
+        out = np.empty(len(self), dtype=object)
+        for k in range(len(self)):
+            out[k] = self[k]
+        return out
+
+
 @dataclass(frozen=True)
 class Decisions:
     """Decisions for n workloads, as arrays ([n] each). `reason` holds short codes
@@ -197,7 +221,7 @@ class Decisions:
     forecast: F64
     forecast_upper: F64
     reason: NDArray[np.object_]
-    detail: NDArray[np.object_]
+    detail: NDArray[np.object_] | LazyMessages
     held: B
 
     @property

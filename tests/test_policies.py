@@ -1,0 +1,340 @@
+"""The predictive policy: scenario behaviour, pool split, fail-static, properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies import PredictivePolicy
+from policies.predictive import PolicyState
+from policies.types import Floors, Observation
+from tests.policy_helpers import Driver, facts, spec, window
+
+# ---------------------------------------------------------------------------------------
+# chat
+
+
+def test_chat_scales_up_on_the_forecast_before_the_rise() -> None:
+    # demand ramps 2 req/s per minute; capacity 10 req/s per replica, cold lead 300 s.
+    # At t=0 demand is 20 (2 replicas needed now) but in 300 s it is ~30: a predictive
+    # policy asks for 3+ now, a reactive one would stay at 2.
+    drv = Driver([spec("chat", forecast={"method": "holt", "quantile": 0.5})], on_demand=2)
+    ramp = lambda t: 20.0 + 2.0 * t / 60.0  # noqa: E731
+    d = drv.step(0.0, {"rps": ramp}, apply=False)
+    need_now = math.ceil(ramp(0.0) / 10.0)
+    assert need_now == 2
+    assert int(d.desired_total[0]) >= 3, d[0]
+    assert d.reason[0] == "ScaleUpForecast"
+    # forecast ~ 20 + 2 * 300/60 = 30 req/s
+    assert d.forecast[0] == pytest.approx(30.0, rel=0.1)
+
+
+def test_chat_scale_down_is_slow() -> None:
+    # after load drops from 80 to 10 req/s the chat default behavior (10 min window,
+    # 1 pod/min) keeps replicas for the stabilization window, then sheds 1 per minute.
+    drv = Driver([spec("chat", forecast={"method": "ewma", "alpha": 1.0})], on_demand=8)
+    for k in range(4):
+        drv.step(15.0 * k, {"rps": 80.0})
+    assert drv.current["on_demand"] + drv.current["spot"] == 8
+    t = 60.0
+    totals = []
+    while t < 60.0 + 1200:
+        d = drv.step(t, {"rps": 10.0})
+        totals.append(int(d.desired_total[0]))
+        t += 15.0
+    # nothing removed inside the 600 s window (40 ticks of 15 s)
+    assert min(totals[:38]) == 8
+    # then at most one pod per 60 s
+    drops = [a - b for a, b in zip(totals, totals[1:]) if a > b]
+    assert drops and max(drops) == 1
+    assert totals[-1] < 8
+
+
+# ---------------------------------------------------------------------------------------
+# rag
+
+
+def test_rag_burst_follows_short_window_and_never_scales_down_in_burst() -> None:
+    drv = Driver([spec("rag", forecast={"method": "none"})], on_demand=2)
+    # calm: 20 in flight -> 2 replicas at 10 per replica
+    for k in range(30):
+        d = drv.step(15.0 * k, {"queue": 5.0, "running": 15.0})
+    assert int(d.desired_total[0]) == 2
+    # burst: the last 30 s jump to 100 in flight: short mean 100 > 2 x long mean
+    now = 15.0 * 30
+    burst = lambda t: 100.0 if t > now - 30 else 20.0  # noqa: E731
+    d = drv.step(now, {"queue": burst, "running": 0.0})
+    assert d.reason[0] == "BurstMode"
+    assert int(d.desired_total[0]) > 2
+    high = int(d.desired_total[0])
+    # the burst window is still open: a dip inside it must not scale down
+    d = drv.step(
+        now + 10, {"queue": lambda t: 100.0 if now - 30 < t <= now else 5.0, "running": 0.0}
+    )
+    assert int(d.desired_total[0]) >= high
+
+
+# ---------------------------------------------------------------------------------------
+# streaming
+
+
+@pytest.mark.parametrize(
+    ("streams", "headroom", "expected"),
+    [
+        pytest.param(64.0, 0.0, 4, id="exact-cap"),  # ceil(64 / 16) = 4
+        pytest.param(65.0, 0.0, 5, id="one-over-cap"),  # ceil(65 / 16) = 5
+        pytest.param(64.0, 0.25, 5, id="headroom"),  # ceil(64 * 1.25 / 16) = 5
+    ],
+)
+def test_streaming_replicas_from_concurrency_cap(
+    streams: float, headroom: float, expected: int
+) -> None:
+    s = spec(
+        "streaming",
+        streaming={"headroom_ratio": headroom},
+        forecast={"method": "none"},
+        slo={"slo_class": "flexible"},
+    )
+    drv = Driver([s], on_demand=expected)
+    d = drv.step(0.0, {"streams": streams}, apply=False)
+    assert int(d.desired_total[0]) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# batch
+
+
+def test_batch_sizes_for_the_deadline_and_scales_to_zero_when_idle() -> None:
+    # 3,600 items, 1 item/s per replica, deadline 1,200 s, oldest item 600 s old:
+    # 3600 / (1 * (1200 - 600)) = 6 replicas
+    s = spec(
+        "batch",
+        min_replicas=0,
+        batch={"deadline_s": 1200, "idle_s": 120},
+        forecast={"method": "none"},
+    )
+    drv = Driver([s], spot=6, on_demand=0)
+    d = drv.step(0.0, {"backlog": 3600.0, "backlog_age_s": 600.0, "rps": 0.0})
+    assert int(d.desired_total[0]) == 6
+    assert d.reason[0] == "BacklogDeadline"
+    assert int(d.on_demand[0]) == 0  # batch prefers spot
+    # backlog drained: one replica stays until idle_s, then zero
+    t = 15.0
+    while t <= 120.0:
+        d = drv.step(t, {"backlog": 0.0, "backlog_age_s": 0.0, "rps": 0.0})
+        assert int(d.desired_total[0]) >= 1
+        t += 15.0
+    for _ in range(8):
+        d = drv.step(t, {"backlog": 0.0, "backlog_age_s": 0.0, "rps": 0.0})
+        t += 15.0
+    assert int(d.desired_total[0]) == 0
+    assert d.reason[0] == "ScaleToZeroIdle"
+
+
+# ---------------------------------------------------------------------------------------
+# pools
+
+
+def test_spillover_to_on_demand_within_one_tick_and_back_after_hold() -> None:
+    s = spec(
+        "chat",
+        slo={"slo_class": "flexible"},
+        forecast={"method": "none"},
+        pools={"spot_healthy_hold_s": 120},
+    )
+    drv = Driver([s], spot=6, on_demand=0)
+    d = drv.step(0.0, {"rps": 60.0})
+    assert (int(d.spot[0]), int(d.on_demand[0])) == (6, 0)
+    # 2 spot replicas on a node with an interruption notice: 2 on-demand now
+    d = drv.step(5.0, {"rps": 60.0}, spot_at_risk=2)
+    assert int(d.on_demand[0]) == 2 and int(d.spot[0]) == 6
+    assert d.reason[0] == "SpotSpillover"
+    # notice over; on-demand stays for the hold period, then drains back
+    d = drv.step(60.0, {"rps": 60.0})
+    assert int(d.on_demand[0]) == 2
+    d = drv.step(5.0 + 120.0, {"rps": 60.0})
+    assert int(d.on_demand[0]) == 0
+
+
+def test_pending_spot_spills_too() -> None:
+    s = spec("chat", slo={"slo_class": "flexible"}, forecast={"method": "none"})
+    drv = Driver([s], spot=4, on_demand=0)
+    d = drv.step(0.0, {"rps": 40.0}, spot_pending_too_long=3)
+    assert int(d.on_demand[0]) == 3
+
+
+def test_base_on_demand_and_warm_pool_from_forecast_headroom() -> None:
+    # tight: base ratio 0.5, warm within [1, 4] from (upper bound - replicas)
+    s = spec("chat", slo={"slo_class": "tight"}, forecast={"method": "holt", "quantile": 0.95})
+    drv = Driver([s], spot=5, on_demand=5, warm=1)
+    noisy = np.random.default_rng(1).normal(100.0, 15.0, 40)
+    d = drv.step(0.0, {"rps": noisy}, apply=False)
+    total = int(d.desired_total[0])
+    assert int(d.on_demand[0]) >= math.ceil(0.5 * total)
+    assert int(d.spot[0]) + int(d.on_demand[0]) == total
+    assert 1 <= int(d.warm[0]) <= 4
+
+
+def test_spot_disabled_puts_everything_on_demand() -> None:
+    s = spec("chat", pools={"spot_enabled": False}, forecast={"method": "none"})
+    drv = Driver([s], on_demand=3)
+    d = drv.step(0.0, {"rps": 30.0}, apply=False)
+    assert (int(d.spot[0]), int(d.on_demand[0])) == (0, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# fail static
+
+
+def test_missing_metrics_hold_the_last_good_decision() -> None:
+    drv = Driver([spec("chat", forecast={"method": "none"})], on_demand=5)
+    d = drv.step(0.0, {"rps": 50.0})
+    assert int(d.desired_total[0]) == 5
+    # metrics vanish (NaN) while current replicas are 5: hold, never scale down
+    d = drv.step(120.0, {"rps": float("nan")})
+    assert bool(d.held[0]) and d.reason[0] == "HoldStaleMetrics"
+    assert int(d.desired_total[0]) == 5
+    assert "holding 5 replicas" in d[0].message
+
+
+def test_stale_flag_holds_even_with_numbers() -> None:
+    p = PredictivePolicy()
+    table = p.compile([spec("chat", forecast={"method": "none"})])
+    st0 = p.initial_state(table)
+    t, m = window(0.0, {"rps": 1.0})
+    obs = Observation(t_s=t, metrics=m, cluster=facts(1, on_demand=9), stale=np.array([True]))
+    d, _ = p.decide(table, st0, obs, 0.0)
+    assert bool(d.held[0]) and int(d.desired_total[0]) == 9
+
+
+def test_old_samples_count_as_missing() -> None:
+    drv = Driver([spec("chat", forecast={"method": "none"})], on_demand=4)
+    d = drv.step(0.0, {"rps": lambda t: 5.0 if t < -300 else float("nan")}, apply=False)
+    assert bool(d.held[0])
+
+
+# ---------------------------------------------------------------------------------------
+# schedules, state
+
+
+def test_schedule_floors_raise_replicas_and_say_so() -> None:
+    p = PredictivePolicy()
+    table = p.compile([spec("chat", forecast={"method": "none"})])
+    t, m = window(0.0, {"rps": 10.0})
+    fl = Floors.none(1)
+    fl.min_replicas[:] = 7
+    fl.min_warm[:] = 2
+    fl.source[:] = "launch"
+    obs = Observation(t_s=t, metrics=m, cluster=facts(1, on_demand=1, warm=0), floors=fl)
+    d, _ = p.decide(table, p.initial_state(table), obs, 0.0)
+    # the floor acts as minReplicas, which HPA applies after its rate limits: 7 at once
+    # (a rate-limited 1 -> max(1 + 4, 2 * 1) = 5 would miss the launch)
+    assert int(d.desired_total[0]) == 7
+    assert d.reason[0] == "ScheduleFloor"
+    assert int(d.warm[0]) >= 2
+    assert "schedule launch active" in d[0].message
+
+
+def test_state_round_trips_through_json() -> None:
+    import json
+
+    drv = Driver([spec("chat"), spec("rag"), spec("batch", min_replicas=0)])
+    for k in range(5):
+        drv.step(15.0 * k, {"rps": 10.0 + k, "queue": 3.0, "running": 4.0, "backlog": 5.0})
+    items = json.loads(json.dumps(drv.state.to_dicts()))
+    back = PolicyState.from_dicts(items)
+    for a, b in zip(back.to_dicts(), drv.state.to_dicts(), strict=True):
+        assert a == b
+
+
+# ---------------------------------------------------------------------------------------
+# properties
+
+loads = st.floats(min_value=0.0, max_value=5_000.0, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scenario=st.sampled_from(["chat", "rag", "streaming"]),
+    load=loads,
+    lo=st.integers(0, 5),
+    span=st.integers(0, 30),
+    current=st.integers(0, 60),
+)
+def test_decisions_stay_within_bounds(
+    scenario: str, load: float, lo: int, span: int, current: int
+) -> None:
+    s = spec(scenario, min_replicas=lo, max_replicas=max(lo + span, 1))
+    drv = Driver([s], on_demand=current)
+    fam = {"chat": "rps", "rag": "queue", "streaming": "streams"}[scenario]
+    d = drv.step(0.0, {fam: load}, apply=False)
+    assert s.min_replicas <= int(d.desired_total[0]) <= s.max_replicas
+    assert int(d.spot[0]) >= 0 and int(d.on_demand[0]) >= 0 and int(d.warm[0]) >= 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scenario=st.sampled_from(["chat", "rag", "streaming"]),
+    a=loads,
+    b=loads,
+    current=st.integers(1, 50),
+)
+def test_more_load_never_gives_fewer_replicas_at_steady_state(
+    scenario: str, a: float, b: float, current: int
+) -> None:
+    lo_load, hi_load = sorted((a, b))
+    fam = {"chat": "rps", "rag": "queue", "streaming": "streams"}[scenario]
+    out = []
+    for load in (lo_load, hi_load):
+        drv = Driver([spec(scenario)], on_demand=current)
+        d = drv.step(0.0, {fam: load}, apply=False)
+        out.append(int(d.desired_total[0]))
+    assert out[0] <= out[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scenario=st.sampled_from(["chat", "rag", "streaming", "batch"]),
+    history=st.lists(st.one_of(st.just(float("nan")), loads), min_size=1, max_size=20),
+    current=st.integers(0, 60),
+)
+def test_missing_data_never_scales_down(scenario: str, history: list[float], current: int) -> None:
+    # an observation whose recent samples are all missing may hold or scale up, never down
+    fams = {
+        "chat": ["rps"],
+        "rag": ["queue", "running"],
+        "streaming": ["streams"],
+        "batch": ["backlog"],
+    }[scenario]
+    s = spec(scenario, min_replicas=0)
+    drv = Driver([s], on_demand=current)
+    t0 = -15.0 * len(history)
+    for k, v in enumerate(history):
+        drv.step(t0 + 15.0 * k, dict.fromkeys(fams, v))
+    drv.current = {"spot": 0, "on_demand": current, "warm": 0}
+    d = drv.step(300.0, {f: float("nan") for f in fams}, apply=False)
+    assert bool(d.held[0])
+    assert int(d.desired_total[0]) >= current
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(loads, min_size=40, max_size=40), current=st.integers(0, 30))
+def test_same_inputs_same_output(values: list[float], current: int) -> None:
+    runs = []
+    for _ in range(2):
+        drv = Driver([spec("chat"), spec("rag")], on_demand=current)
+        d = drv.step(0.0, {"rps": np.asarray(values), "queue": np.asarray(values)}, apply=False)
+        runs.append(
+            (
+                d.desired_total.tolist(),
+                d.spot.tolist(),
+                d.on_demand.tolist(),
+                d.warm.tolist(),
+                list(d.reason),
+            )
+        )
+    assert runs[0] == runs[1]
