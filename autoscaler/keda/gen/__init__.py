@@ -1,0 +1,1 @@
+"""Generated from ../externalscaler.proto by `python -m autoscaler.keda.regen`."""
