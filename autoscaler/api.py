@@ -142,5 +142,6 @@ def create_app(status: ServiceStatus) -> FastAPI:
     except ImportError:
         pass
     else:
-        app.include_router(keda_router(status.store) if callable(keda_router) else keda_router)
+        app.state.decision_store = status.store
+        app.include_router(keda_router)
     return app

@@ -73,23 +73,11 @@ class _Part:
     metrics: Any
     view: Any
     actuator: Any
-    arrival_s: np.ndarray
-    input_tokens: np.ndarray
-    output_tokens: np.ndarray
-    period_s: float
-    fed: int = 0  # requests submitted so far (counting loops)
 
-    def feed_until(self, t_s: float) -> None:
-        m = self.arrival_s.size
-        if m == 0:
-            return
-        while True:
-            k, i = divmod(self.fed, m)
-            t = self.arrival_s[i] + k * self.period_s
-            if t > t_s:
-                return
-            self.cluster.submit(float(t), int(self.input_tokens[i]), int(self.output_tokens[i]))
-            self.fed += 1
+
+def _looped(arrival_s: np.ndarray, period_s: float, loops: int) -> np.ndarray:
+    """The trace's arrivals repeated `loops` times, back to back."""
+    return (arrival_s[None, :] + period_s * np.arange(loops)[:, None]).ravel()
 
 
 class MultiSim:
@@ -105,12 +93,10 @@ class MultiSim:
     def advance(self, t_s: float) -> None:
         while self.next_scrape_s <= t_s + 1e-9:
             for p in self.parts.values():
-                p.feed_until(self.next_scrape_s)
                 p.cluster.advance(self.next_scrape_s)
                 p.metrics.scrape(self.next_scrape_s)
             self.next_scrape_s += self.scrape_interval_s
         for p in self.parts.values():
-            p.feed_until(t_s)
             p.cluster.advance(t_s)
             p.actuator.now_s = t_s
         self.now_s = t_s
@@ -189,10 +175,15 @@ def build_embedded(args: argparse.Namespace, store: DecisionStore) -> tuple[Any,
     profile = ServiceProfile.default()
     scrape_s = 15.0
     parts: list[_Part] = []
+    speed = float(getattr(args, "speed", 10.0))
+    duration = float(getattr(args, "duration", 0.0) or 0.0)
+    # the simulated span to prepare: the run's duration, or half a day when open-ended
+    span_s = duration * speed + 600.0 if duration > 0 else 12 * 3600.0
     for i, (w, trace_path, scale) in enumerate(chosen):
         trace = load_trace(trace_path, rate_scale=scale, seed=args.seed + i)
         arrivals = np.asarray(trace.arrival_s, dtype=np.float64)
         period = float(max(trace.duration_s, arrivals[-1] + 1.0 if arrivals.size else 1.0))
+        loops = max(1, math.ceil(span_s / period))
         cap = w.spec.policy.capacity
         per_replica = cap.rps_per_replica or 13.0
         first = float(np.sum(arrivals < 60.0)) / 60.0
@@ -203,6 +194,11 @@ def build_embedded(args: argparse.Namespace, store: DecisionStore) -> tuple[Any,
             seed=args.seed + i,
             initial={"on_demand": initial},
         )
+        cluster.submit(
+            _looped(arrivals, period, loops),
+            np.tile(np.asarray(trace.input_tokens), loops),
+            np.tile(np.asarray(trace.output_tokens), loops),
+        )
         parts.append(
             _Part(
                 workload=w,
@@ -210,10 +206,6 @@ def build_embedded(args: argparse.Namespace, store: DecisionStore) -> tuple[Any,
                 metrics=SimMetricsSource(cluster, w, scrape_interval_s=scrape_s),
                 view=SimClusterView(cluster, w),
                 actuator=SimActuator(cluster, w),
-                arrival_s=arrivals,
-                input_tokens=np.asarray(trace.input_tokens),
-                output_tokens=np.asarray(trace.output_tokens),
-                period_s=period,
             )
         )
     sim = MultiSim(parts, scrape_s)
@@ -227,7 +219,6 @@ def build_embedded(args: argparse.Namespace, store: DecisionStore) -> tuple[Any,
         schedules=ScheduleEvaluator(epoch_s=time.time()),
         dry_run=getattr(args, "dry_run", False),
     )
-    speed = float(getattr(args, "speed", 20.0))
     wall0 = time.monotonic()
 
     def clock() -> float:

@@ -68,8 +68,10 @@ def configure_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "uvicorn.access", "httpx", "kubernetes", "urllib3"):
+    for noisy in ("uvicorn.access", "httpx", "kubernetes", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a tick that outlasts its interval is coalesced on purpose; don't warn each time
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -235,7 +237,7 @@ class Service:
         self.telemetry.observe_tick(report)
         self.ticks += 1
         if report.patches or report.errors:
-            log.info(
+            log.debug(
                 "tick",
                 extra={
                     "now_s": round(now, 1),
@@ -297,8 +299,11 @@ class Service:
         scheduler = AsyncIOScheduler(event_loop=loop)
         tick_s = self.status.tick_interval_s
 
+        tick_lock = asyncio.Lock()
+
         async def tick_job() -> None:
-            await asyncio.to_thread(self.run_tick)
+            async with tick_lock:  # shutdown waits for a tick in flight
+                await asyncio.to_thread(self.run_tick)
 
         async def refit_job() -> None:
             await asyncio.to_thread(self.run_refit)
@@ -356,6 +361,8 @@ class Service:
             if live is not None:
                 await live_task
             scheduler.shutdown(wait=False)
+            async with tick_lock:
+                pass  # the tick in flight (if any) has finished
             http.should_exit = True
             await http_task
             if grpc_server is not None:
@@ -498,8 +505,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--speed",
         type=float,
-        default=20.0,
-        help="simulated seconds per wall second in embedded mode (default 20)",
+        default=10.0,
+        help="simulated seconds per wall second in embedded mode (default 10)",
     )
     g.add_argument(
         "--duration",
@@ -519,9 +526,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_format, logging.getLevelName(logging.getLogger().level))
     if args.live is None:
         args.live = sys.stdout.isatty()
+    level = logging.getLevelName(logging.getLogger().level)
+    # the live table owns the terminal: only warnings and errors go to the log then
+    configure_logging(args.log_format, "WARNING" if args.live else level)
     try:
         service = Service(args)
     except SpecError as e:
