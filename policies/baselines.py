@@ -622,10 +622,10 @@ class KPABaseline:
     window (`stable_window_s`) and the panic window (`panic_window_pct` of it), and runs
     `kpa_scale` with target = `target` or max(1, total * target_utilization), total being
     `container_concurrency` or 100 when it is 0 (resources/target.go `ResolveMetricTarget`).
-    Then the KPA reconciler's part: with `enable_scale_to_zero` False the count is at least 1;
-    a count of 0 is applied only after the decider has asked for 0 for `scale_to_zero_grace_s`
-    (until then the current count stays); finally [min_replicas, max_replicas] of the spec
-    (min-scale / max-scale). No samples in either window: no change (knative's invalid scale
+    Then the KPA reconciler's part: [min_replicas, max_replicas] of the spec (min-scale /
+    max-scale); with `enable_scale_to_zero` False the count is at least 1; a count of 0 is
+    applied only after the decider has asked for 0 for `scale_to_zero_grace_s` (until then the
+    current count stays). No samples in either window: no change (knative's invalid scale
     result). The decider starts in panic when more than one pod is ready.
 
     Defaults (config-autoscaler): metrics ("running", "queue"), container_concurrency 0,
@@ -739,20 +739,21 @@ class KPABaseline:
                 f"concurrency stable={s:g} panic={p:g} target={self.target:g} ready={rdy}: "
                 f"{'panic' if mode == 'KPAPanic' else 'stable'} mode wants {desired}"
             )
-            zero_since = None
-            reason = mode
-            if desired == 0 and not self.enable_scale_to_zero:
-                desired, detail = 1, detail + "; scale to zero disabled: 1"
-            elif desired == 0 and cur > 0:
-                zero_since = ws.zero_since_s if ws.zero_since_s is not None else now_s
-                if now_s - zero_since < self.scale_to_zero_grace_s:
-                    desired, reason = cur, "KPAScaleToZeroGrace"
-                    detail += f"; holding {cur} for the scale-to-zero grace period"
-                else:
-                    reason = "KPAScaleToZero"
+            # The reconciler: min-scale / max-scale first, then the scale-to-zero rules.
             bounded = min(max(desired, lo[i]), hi[i])
             if bounded != desired:
                 detail += f"; bounded to [{lo[i]}, {hi[i]}]: {bounded}"
+            zero_since = None
+            reason = mode
+            if bounded == 0 and not self.enable_scale_to_zero:
+                bounded, detail = 1, detail + "; scale to zero disabled: 1"
+            elif bounded == 0 and cur > 0:
+                zero_since = ws.zero_since_s if ws.zero_since_s is not None else now_s
+                if now_s - zero_since < self.scale_to_zero_grace_s:
+                    bounded, reason = cur, "KPAScaleToZeroGrace"
+                    detail += f"; holding {cur} for the scale-to-zero grace period"
+                else:
+                    reason = "KPAScaleToZero"
             rows.append(_Row(bounded, reason, detail, demand=s, demand_upper=max(s, p)))
             new.append(KPAWorkloadState(scaler, now_s, zero_since))
         return _decisions(rows, self.pool), KPABaselineState(tuple(new))
