@@ -704,6 +704,15 @@ def test_tls_config_names_the_unreadable_file(tmp_path: Path, pki: Path) -> None
         start_server(DecisionStore(), "127.0.0.1:0", tls)
 
 
+def test_tls_config_from_command_line_paths(pki: Path) -> None:
+    tls = TLSConfig.from_files(str(pki / "server.pem"), str(pki / "server.key"), None)
+    assert tls == TLSConfig(pki / "server.pem", pki / "server.key")
+    mtls = TLSConfig.from_files(pki / "server.pem", pki / "server.key", pki / "ca.pem")
+    assert mtls.client_ca_file == pki / "ca.pem"
+    with pytest.raises(ValueError, match="certificate and a key"):
+        TLSConfig.from_files(pki / "server.pem", None)
+
+
 def test_binding_a_busy_port_fails_loudly(scaler: Scaler) -> None:
     with pytest.raises(OSError, match="cannot bind"):
         start_server(DecisionStore(), scaler.address)

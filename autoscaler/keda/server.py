@@ -67,6 +67,23 @@ class TLSConfig:
     key_file: Path
     client_ca_file: Path | None = None
 
+    @classmethod
+    def from_files(
+        cls,
+        cert_file: str | Path | None,
+        key_file: str | Path | None,
+        client_ca_file: str | Path | None = None,
+    ) -> TLSConfig:
+        """From command-line paths; raises ValueError when the certificate or key is missing
+        (the files themselves are read by `server_credentials`)."""
+        if not cert_file or not key_file:
+            raise ValueError(
+                "gRPC TLS needs both a certificate and a key:"
+                f" cert_file={cert_file!r} key_file={key_file!r}"
+            )
+        ca = Path(client_ca_file) if client_ca_file else None
+        return cls(Path(cert_file), Path(key_file), ca)
+
     def server_credentials(self) -> grpc.ServerCredentials:
         """Read the files; raises ValueError naming a file that cannot be read or is empty."""
         cert = _read_pem(self.cert_file, "cert_file")
