@@ -1278,7 +1278,7 @@ def _choose_slots(t: F64, replace: B, rows: B, capacity: int) -> I64:
     """Upstream's slot for a new record of each workload: the last replaceable one, else the
     next free slot (upstream appends; slots fill from the front, so that is the number of
     records, possibly one past the current width), else, when the ring is full, the oldest."""
-    count = (~np.isnan(t)).sum(axis=0)
+    count = t.shape[0] - np.isnan(t).sum(axis=0)
     order = np.arange(1, t.shape[0] + 1)[:, None]
     last = (order * replace).max(axis=0) - 1  # -1: nothing to replace
     slot: I64 = np.where(last >= 0, last, count).astype(np.int64)
@@ -1415,18 +1415,17 @@ def apply_behavior(
 
     up_cut = now_s - table.up_window_s
     down_cut = now_s - table.down_window_s
-    in_down = rec_t > down_cut
     stabilized = desired
     if legacy.any():
         # Legacy keeps a record exactly at the cutoff (not Before); behavior does not (After).
-        best = _masked_max(rec_v, in_down | (rec_t == down_cut))
+        best = _masked_max(rec_v, rec_t >= down_cut)
         stabilized = np.where(legacy, np.maximum(desired, best), stabilized)
     if behav.any():
         up_rec = desired
         if (table.up_window_s[behav] > 0).any():
             # With a zero window no record is after now, so the scan is skipped.
             up_rec = np.minimum(desired, _masked_min(rec_v, rec_t > up_cut))
-        down_rec = np.maximum(desired, _masked_max(rec_v, in_down))
+        down_rec = np.maximum(desired, _masked_max(rec_v, rec_t > down_cut))
         held = np.minimum(np.maximum(current, up_rec), down_rec)
         stabilized = np.where(behav, held, stabilized)
     # Too old for both windows (upstream: Before(upCutoff) && Before(downCutoff)).
