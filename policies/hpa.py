@@ -9,14 +9,16 @@ Every public function names the kubernetes/kubernetes function it mirrors, in
 Why two implementations of the behavior stage. The scalar functions (`normalize_desired_*`,
 `calculate_scale_*_limit`, `HPAHistory`) read like upstream, one workload at a time, and are
 what the baselines use. `apply_behavior` does the same for thousands of workloads in one numpy
-pass over fixed-size ring buffers (`BehaviorState`), which is what `policies.decide` needs. A
+pass over bounded ring buffers (`BehaviorState`), which is what `policies.decide` needs. A
 hypothesis property test holds the two equal; upstream's history lists grow without bound, the
 rings do not, and that is the only place they may differ (see `BehaviorState`).
 
 Conventions. Time is float seconds on the caller's clock, passed in (`now_s`); nothing here reads
-a clock. Go's `t.After(cutoff)` is `t > cutoff` and `t.Before(cutoff)` is `t < cutoff`; a record
-exactly on a cutoff is neither, as upstream. Metric values of the replica calculator are
-milli-units as int (Go int64), as the Kubernetes tests state them. Replica counts are int.
+a clock, and it must not decrease from one call to the next. Go's `t.After(cutoff)` is
+`t > cutoff` and `t.Before(cutoff)` is `t < cutoff`, so a record exactly on a cutoff is neither
+(legacy stabilization, which only asks Before, counts it). Metric values of the replica
+calculator are milli-units as int (Go int64), as the Kubernetes tests state them. Replica counts
+are int.
 """
 
 from __future__ import annotations
