@@ -96,6 +96,7 @@ equal per-iteration stepping of the same rules, except where noted:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -338,6 +339,8 @@ class _Lifecycle:
     the gauges ``_queue_len`` / ``_running``; lifecycle events share ``self._heap`` with the
     subclass's own events as (t_s, seq, None, payload) entries."""
 
+    _sampling = True  # sample the timeline every config.timeline_step_s
+
     def __init__(
         self,
         config: ClusterConfig,
@@ -404,7 +407,8 @@ class _Lifecycle:
         elif h > 0 and config.zone_correlated:
             for z in range(config.zones):
                 self._push(self._now + self._rng_spot.exponential(3600.0 / h), (_EV_ZONE, z, False))
-        self._push(self._now, (_EV_SAMPLE,))
+        if self._sampling:
+            self._push(self._now, (_EV_SAMPLE,))
         for pool in POOLS:
             n = int(initial.get(pool, 0))
             self._desired[pool] = n
@@ -1414,22 +1418,26 @@ class FluidCluster(_Lifecycle):
 
     Demand is a piecewise-constant rate (``submit_rate``); ``advance`` steps time in steps of
     at most ``step_s``, split at lifecycle events (a replica Ready mid-step counts from its
-    Ready time). Per step of length dt with N Ready replicas, arrivals A = rate dt and queue Q:
+    Ready time). Per step of length dt with N Ready replicas, arrivals A (the rate integrated
+    over the step) and queue Q, with the step's mean tokens I (input) and O (output):
 
     - capacity per replica mu = ServiceProfile.capacity_rps(I, O) (the saturation rate at the
       engine's concurrency cap); served = min(Q + A, mu N dt); Q' = Q + A - served;
     - max_queue caps Q' (the excess is dropped); request_timeout_s drops the part of Q' that
       could not start within the timeout at the current rate (Q' <= timeout mu N);
     - concurrency per replica c = ServiceProfile.concurrency_for_rps(served / (N dt)), capped
-      at the engine's limit; ITL(c) and TTFT_min(c) from the mean-field model;
+      at the engine's limit; ITL(max(c, 1)) and TTFT_min(max(c, 1)) from the mean-field model
+      (a request in flight is batched at least with itself);
     - wait = ((Q + Q') / 2) / (served / dt) (Little's law for the step; with nothing served
-      the wait is Q'/ (mu N) or the step length when N = 0); TTFT = wait + TTFT_min(c).
+      the wait is Q' / (mu N), or the step length when N = 0); TTFT = wait + TTFT_min.
 
     A kill re-queues the killed replica's share of in-flight requests (c); a drained replica
-    is billed until its in-flight requests would finish (the mean residence time at c,
-    at most drain_s) and re-queues the share that would not finish by drain_s.
-    Means only: percentiles inside a step are not modelled (``FluidResults.attainment``).
+    is billed until its in-flight requests would finish (the mean residence time at c, at
+    most drain_s) and re-queues the share that would not finish by drain_s. Means only:
+    percentiles inside a step are not modelled (``FluidResults.attainment``).
     """
+
+    _sampling = False  # per-step rows replace the timeline
 
     def __init__(
         self,
@@ -1445,12 +1453,19 @@ class FluidCluster(_Lifecycle):
         self.step_s = float(step_s)
         self._q = 0.0
         self._c = 0.0  # concurrency per ready replica in the last step
-        self._rate_t = np.zeros(0)
-        self._rate = np.zeros(0)
-        self._rate_in = np.zeros(0)
-        self._rate_out = np.zeros(0)
-        self._bin_s = 1.0
         self._submitted = False
+        self._bin_s = 1.0
+        # per-bin Python lists (bisect and scalar arithmetic are faster than numpy here)
+        self._rt: list[float] = []
+        self._rate: list[float] = []
+        self._cum_arr: list[float] = []  # arrivals before each bin's start
+        self._mi: list[float] = []
+        self._mo: list[float] = []
+        self._mu: list[float] = []
+        self._cmax: list[float] = []
+        self._slope_ms: list[float] = []
+        self._alpha_s: list[float] = []
+        self._beta_s: list[float] = []
         self._cum = dict.fromkeys(("arrived", "served", "dropped", "retried", "prompt", "gen"), 0.0)
         self._rows: dict[str, list[float]] = {
             k: []
@@ -1472,7 +1487,6 @@ class FluidCluster(_Lifecycle):
             )
         }
         self._pend_retried = 0.0
-        self._pend_dropped = 0.0
         super().__init__(
             config, profile, seed, start_s, {"on_demand": 1} if initial is None else initial
         )
@@ -1487,7 +1501,7 @@ class FluidCluster(_Lifecycle):
     ) -> None:
         """Submit the demand once: bins starting at t_s ([b] sorted, spaced >= bin_s apart),
         each of length bin_s with rate_rps ([b] req/s >= 0) and mean tokens (scalars or [b]).
-        Outside the bins the rate is 0."""
+        Outside the bins the rate is 0 (token means: those of the last bin started)."""
         if self._submitted:
             raise RuntimeError("submit_rate() may be called once")
         t = np.asarray(t_s, dtype=np.float64)
@@ -1497,7 +1511,7 @@ class FluidCluster(_Lifecycle):
             problems.append(f"t_s and rate_rps must be 1-D of one length, got {t.shape}, {r.shape}")
         if not (math.isfinite(bin_s) and bin_s > 0):
             problems.append(f"bin_s must be > 0, got {bin_s}")
-        if not problems:
+        elif not problems:
             if not np.all(np.isfinite(t)) or (t.size > 1 and np.any(np.diff(t) < bin_s - 1e-9)):
                 problems.append("t_s must be finite, sorted and spaced at least bin_s apart")
             if not np.all(np.isfinite(r)) or (r.size and r.min() < 0):
@@ -1516,37 +1530,38 @@ class FluidCluster(_Lifecycle):
         if problems:
             raise ValueError("submit_rate: " + "; ".join(problems))
         self._submitted = True
-        self._rate_t, self._rate, self._rate_in, self._rate_out = t, r, i, o
         self._bin_s = float(bin_s)
-        # per-bin service constants
         prof = self.profile
-        n = t.size
-        self._mu = np.array([prof.capacity_rps(i[j], o[j]) for j in range(n)])
-        self._cmax = np.array([prof.max_concurrency(i[j], o[j]) for j in range(n)])
+        # mean-field constants per bin (ServiceProfile.steady_state / concurrency_for_rps)
+        slope = prof.a_ms_per_seq + prof.b_ms_per_1k_kv * (i + o / 2.0) / 1000.0
+        slope = slope + prof.g_ms_per_prefill_token * i / o
+        k = 0.5 + o
+        self._rt = t.tolist()
+        self._rate = r.tolist()
+        self._cum_arr = np.concatenate(([0.0], np.cumsum(r * bin_s)[:-1])).tolist()
+        self._mi, self._mo = i.tolist(), o.tolist()
+        self._mu = [prof.capacity_rps(x, y) for x, y in zip(self._mi, self._mo, strict=True)]
+        self._cmax = [prof.max_concurrency(x, y) for x, y in zip(self._mi, self._mo, strict=True)]
+        self._slope_ms = slope.tolist()
+        self._alpha_s = ((prof.t0_ms * k + prof.g_ms_per_prefill_token * i) / 1000.0).tolist()
+        self._beta_s = (slope * k / 1000.0).tolist()
 
     # ---- stepping ------------------------------------------------------------------------
 
-    def _bin(self, t: float) -> int:
-        """Index of the bin covering t, or -1."""
-        j = int(np.searchsorted(self._rate_t, t, side="right")) - 1
-        if j < 0 or t >= self._rate_t[j] + self._bin_s:
+    def _tokens_bin(self, t: float) -> int:
+        """Bin whose token means apply at t: the last bin started at or before t (the first
+        bin before any has started); -1 when nothing was submitted."""
+        if not self._rt:
             return -1
-        return j
+        return max(0, bisect.bisect_right(self._rt, t) - 1)
 
-    def _arrivals(self, t0: float, t1: float) -> float:
-        """Requests arriving in [t0, t1) from the piecewise-constant rate."""
-        if not self._rate_t.size:
+    def _arrived_by(self, t: float) -> float:
+        """Requests arrived before t (the piecewise-constant rate integrated)."""
+        j = bisect.bisect_right(self._rt, t) - 1
+        if j < 0:
             return 0.0
-        rt, b = self._rate_t, self._bin_s
-        lo = max(0, int(np.searchsorted(rt, t0, side="right")) - 1)
-        hi = int(np.searchsorted(rt, t1, side="left"))
-        total = 0.0
-        for j in range(lo, hi):
-            s = max(t0, rt[j])
-            e = min(t1, rt[j] + b)
-            if e > s:
-                total += self._rate[j] * (e - s)
-        return total
+        dt = t - self._rt[j]
+        return self._cum_arr[j] + self._rate[j] * (dt if dt < self._bin_s else self._bin_s)
 
     def advance(self, until_s: float) -> None:
         """Step the fluid model to until_s (steps of at most step_s, split at events)."""
@@ -1568,24 +1583,22 @@ class FluidCluster(_Lifecycle):
     def _step(self, t0: float, t1: float) -> None:
         dt = t1 - t0
         cfg, prof = self.config, self.profile
-        j = self._bin(t0)
-        if j < 0 and self._rate_t.size:
-            j = min(max(0, int(np.searchsorted(self._rate_t, t0)) - 1), self._rate_t.size - 1)
+        j = self._tokens_bin(t0)
         if j >= 0:
-            mu, cmax = float(self._mu[j]), float(self._cmax[j])
-            mi, mo = float(self._rate_in[j]), float(self._rate_out[j])
+            mu, cmax, mi, mo = self._mu[j], self._cmax[j], self._mi[j], self._mo[j]
+            slope, alpha, beta = self._slope_ms[j], self._alpha_s[j], self._beta_s[j]
+            a = self._arrived_by(t1) - self._arrived_by(t0)
         else:
-            mi, mo = 1.0, 1.0
-            mu = prof.capacity_rps(mi, mo)
-            cmax = prof.max_concurrency(mi, mo)
-        n_ready = self._n_ready("spot") + self._n_ready("on_demand")
-        a = self._arrivals(t0, t1)
+            mu, cmax, mi, mo = 0.0, 0.0, 0.0, 1.0
+            slope, alpha, beta = 0.0, 0.0, 0.0
+            a = 0.0
+        ready_n = self._ready_n
+        n_ready = ready_n["spot"] + ready_n["on_demand"]
         q0 = self._q
         cap = mu * n_ready * dt
-        served = min(q0 + a, cap)
+        served = q0 + a if q0 + a < cap else cap
         q1 = q0 + a - served
-        dropped = self._pend_dropped
-        self._pend_dropped = 0.0
+        dropped = 0.0
         if cfg.max_queue is not None and q1 > cfg.max_queue:
             dropped += q1 - cfg.max_queue
             q1 = float(cfg.max_queue)
@@ -1595,54 +1608,62 @@ class FluidCluster(_Lifecycle):
                 dropped += q1 - lim
                 q1 = lim
         self._q = q1
-        if n_ready > 0:
+        c = 0.0
+        if n_ready > 0 and served > 0:
             x = served / (n_ready * dt)
-            c = min(prof.concurrency_for_rps(x, mi, mo), cmax)
-        else:
-            c = 0.0
+            den = 1.0 - x * beta
+            c = x * alpha / den if den > 0 else cmax
+            if c > cmax:
+                c = cmax
         self._c = c
-        ss = prof.steady_state(max(c, 1.0) if served > 0 else 1.0, mi, mo)
+        ce = c if c > 1.0 else 1.0
+        itl = (prof.t0_ms + ce * slope) / 1e3
+        ttft_min = 1.5 * itl + prof.g_ms_per_prefill_token * mi / 1e3
         if served > 0:
             wait = 0.5 * (q0 + q1) / (served / dt)
         elif n_ready > 0 and mu > 0:
             wait = q1 / (mu * n_ready)
         else:
             wait = dt if q1 > 0 else 0.0
-        ttft = wait + ss.ttft_ms / 1e3
-        itl = ss.itl_ms / 1e3
+        ttft = wait + ttft_min
+        retried = self._pend_retried
+        self._pend_retried = 0.0
         rows = self._rows
         rows["t_s"].append(t0)
         rows["dt_s"].append(dt)
         rows["arrivals"].append(a)
         rows["served"].append(served)
         rows["dropped"].append(dropped)
-        rows["retried"].append(self._pend_retried)
+        rows["retried"].append(retried)
         rows["queue"].append(q1)
         rows["wait_s"].append(wait)
         rows["ttft_s"].append(ttft)
         rows["itl_s"].append(itl)
         rows["latency_s"].append(ttft + (mo - 1.0) * itl)
         rows["concurrency"].append(c)
+        desired = self._desired
         for p in POOLS:
-            rows[f"ready_{p}"].append(self._n_ready(p))
-            rows[f"desired_{p}"].append(self._desired[p])
+            rows["ready_" + p].append(ready_n[p])
+            rows["desired_" + p].append(desired[p])
         cum = self._cum
         cum["arrived"] += a
         cum["served"] += served
         cum["dropped"] += dropped
-        cum["retried"] += self._pend_retried
+        cum["retried"] += retried
         cum["prompt"] += served * mi
         cum["gen"] += served * mo
-        self._pend_retried = 0.0
 
     # ---- lifecycle hooks -----------------------------------------------------------------
 
     def _on_ready(self, pod: _Pod, now_s: float) -> None:
         pass
 
+    def _means(self) -> tuple[float, float]:
+        j = self._tokens_bin(self._now)
+        return (self._mi[j], self._mo[j]) if j >= 0 else (0.0, 1.0)
+
     def _residence_s(self) -> float:
-        j = self._bin(self._now)
-        mi, mo = (float(self._rate_in[j]), float(self._rate_out[j])) if j >= 0 else (1.0, 1.0)
+        mi, mo = self._means()
         ss = self.profile.steady_state(max(self._c, 1.0), mi, mo)
         return (ss.ttft_ms + (mo - 1.0) * ss.itl_ms) / 1e3
 
@@ -1669,14 +1690,13 @@ class FluidCluster(_Lifecycle):
         return self._q
 
     def _running(self) -> float:
-        return self._c * (self._n_ready("spot") + self._n_ready("on_demand"))
+        return self._c * (self._ready_n["spot"] + self._ready_n["on_demand"])
 
     # ---- observation ---------------------------------------------------------------------
 
     def gauges(self) -> dict[str, float]:
         """Now: queue, running (= streams), kv_usage (mean context / max_kv_tokens)."""
-        j = self._bin(self._now)
-        mi, mo = (float(self._rate_in[j]), float(self._rate_out[j])) if j >= 0 else (0.0, 1.0)
+        mi, mo = self._means()
         running = self._running()
         return {
             "queue": self._q,
@@ -1698,6 +1718,7 @@ class FluidCluster(_Lifecycle):
         }
 
     def results(self) -> FluidResults:
+        """Per-step rows so far and billing up to now."""
         r = {k: np.asarray(v, dtype=np.float64) for k, v in self._rows.items()}
         gpu_s, cost = self._billing()
         return FluidResults(
