@@ -77,7 +77,8 @@ class _Part:
 
 def _looped(arrival_s: np.ndarray, period_s: float, loops: int) -> np.ndarray:
     """The trace's arrivals repeated `loops` times, back to back."""
-    return (arrival_s[None, :] + period_s * np.arange(loops)[:, None]).ravel()
+    out: np.ndarray = (arrival_s[None, :] + period_s * np.arange(loops)[:, None]).ravel()
+    return out
 
 
 class MultiSim:

@@ -159,11 +159,12 @@ class ControlLoop:
             metrics=dict(windows.metrics),
             cluster=ClusterFacts.uniform(len(workloads), 0, 0, 0),
         )
-        params = self.policy.refit(specs, state, obs)
+        policy: Any = self.policy
+        params = policy.refit(specs, state, obs)
         with self._lock:
             if [w.key for w in self.workloads] != [w.key for w in workloads]:
                 return False  # workload set changed meanwhile; next refit catches up
-            self._state = self.policy.apply_refit(self._state, params)
+            self._state = policy.apply_refit(self._state, params)
         return True
 
     def tick(self, now_s: float) -> TickReport:

@@ -203,7 +203,8 @@ class ScheduleEvaluator:
     def describe(self, w: Workload, now_s: float, upcoming: int = 3) -> dict[str, Any]:
         """Active entries and the next starts of each entry (for /v1/workloads)."""
         t = self._dt(now_s)
-        active, nxt = [], []
+        active: list[dict[str, Any]] = []
+        nxt: list[dict[str, Any]] = []
         for c in self._entries(w):
             e = c.entry
             floors = {f: getattr(e, f) for f in FLOOR_FIELDS if getattr(e, f) is not None}
@@ -232,5 +233,5 @@ class ScheduleEvaluator:
                     }
                 )
                 cursor = f
-        nxt.sort(key=lambda d: d["start"])
+        nxt.sort(key=lambda d: str(d["start"]))
         return {"active": active, "upcoming": nxt[: upcoming * 2]}

@@ -112,14 +112,21 @@ def _cluster_backend(
         LeaderElector,
         api_client_from,
     )
-    from autoscaler.adapters.prometheus import PrometheusMetricsSource
+    from autoscaler.adapters.prometheus import PrometheusMetricsSource, PrometheusSourceConfig
 
     if not args.prometheus_url:
         raise SystemExit(
             "error: --prometheus-url is required with a cluster (e.g. http://prometheus:9090)"
         )
     api = api_client_from(args.kubeconfig, args.context)
-    metrics = PrometheusMetricsSource(url=args.prometheus_url)
+    metrics = PrometheusMetricsSource(
+        PrometheusSourceConfig(
+            url=args.prometheus_url,
+            step_s=args.scrape_interval,
+            bearer_token_file=args.prometheus_token_file,
+            ca_file=args.prometheus_ca_file,
+        )
+    )
     cluster = KubeClusterView(api)
     actuator = KubeActuator(api)
     events = KubeEventRecorder(api)
@@ -466,6 +473,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="YAML with AutoscalingPolicy objects (repeatable); default: watch the CRD",
     )
     g.add_argument("--prometheus-url", help="Prometheus base URL; switches to the real adapters")
+    g.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=15.0,
+        help="Prometheus scrape interval of the inference servers, the range-query step (s)",
+    )
+    g.add_argument("--prometheus-token-file", help="bearer token file for Prometheus")
+    g.add_argument("--prometheus-ca-file", help="CA bundle to verify Prometheus' certificate")
     g.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config in a pod)")
     g.add_argument("--context", help="kubeconfig context")
     g.add_argument("--namespace", help="only watch AutoscalingPolicy objects in this namespace")

@@ -49,7 +49,7 @@ def test_chat_scale_down_is_slow() -> None:
     # nothing removed inside the 600 s window (40 ticks of 15 s)
     assert min(totals[:38]) == 8
     # then at most one pod per 60 s
-    drops = [a - b for a, b in zip(totals, totals[1:]) if a > b]
+    drops = [a - b for a, b in zip(totals, totals[1:], strict=False) if a > b]
     assert drops and max(drops) == 1
     assert totals[-1] < 8
 
