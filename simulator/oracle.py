@@ -91,9 +91,22 @@ class OracleResult:
 @dataclass(frozen=True)
 class SpotAvailability:
     """Where spot may serve: available[z, i] is True when zone z can keep a spot replica
-    serving for the whole tick i. Built from an interruption schedule with `from_events`."""
+    serving for the whole tick i; startable[z, i] (default: available) whether a spot
+    replica may begin serving in zone z at tick i (False where its pod, created one lead
+    time earlier, would stay Pending in a shortage). Built from a schedule with
+    `from_events`."""
 
     available: B
+    startable: B | None = None
+
+    def __post_init__(self) -> None:
+        a = np.asarray(self.available, dtype=bool)
+        if a.ndim != 2:
+            raise ValueError(f"available must be [zones, ticks]; found shape {a.shape}")
+        object.__setattr__(self, "available", a)
+        if self.startable is not None:
+            st = np.broadcast_to(np.asarray(self.startable, dtype=bool), a.shape)
+            object.__setattr__(self, "startable", st & a)
 
     @property
     def zones(self) -> int:
@@ -369,6 +382,9 @@ def _solve_shortest_path(
     cost = np.tile(enter, (top, 1))
     cost[:, OFF] = 0.0
     cost[levels <= initial, ON_DEMAND] = 0.0
+    blocked = None if spot.startable is None else ~spot.startable
+    if blocked is not None and blocked[:, 0].any():
+        cost[:, 2 + np.flatnonzero(blocked[:, 0])] = inf
     came_from_best = np.zeros((n, top), dtype=np.int8)  # argmin predecessor per tick and level
     stayed = np.zeros((n, top, n_states), dtype=bool)  # True: state b continued from b
     avail = spot.available
@@ -377,6 +393,8 @@ def _solve_shortest_path(
             best = cost.argmin(axis=1)
             m = cost[np.arange(top), best]
             switch = m[:, None] + enter[None, :]
+            if blocked is not None and blocked[:, i].any():
+                switch[:, 2 + np.flatnonzero(blocked[:, i])] = inf
             stay = cost <= switch
             cost = np.where(stay, cost, switch)
             came_from_best[i] = best

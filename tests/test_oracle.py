@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -100,13 +102,11 @@ class TestOnDemandGreedy:
             pytest.param({"lead_s": -1.0}, "lead_s", id="negative-lead"),
         ],
     )
-    def test_bad_input_names_the_field(self, kwargs: dict, match: str) -> None:
-        args = {"required": [1, 2], "dt_s": 5.0, "lead_s": 45.0}
+    def test_bad_input_names_the_field(self, kwargs: dict[str, Any], match: str) -> None:
+        args: dict[str, Any] = {"required": [1, 2], "dt_s": 5.0, "lead_s": 45.0}
         args.update(kwargs)
-        req = args.pop("required")
-        dt = args.pop("dt_s")
         with pytest.raises(ValueError, match=match):
-            solve_oracle(req, dt, **args)
+            solve_oracle(args["required"], args["dt_s"], lead_s=args["lead_s"])
 
 
 class TestSpotShortestPath:
@@ -182,6 +182,18 @@ class TestSpotShortestPath:
             sp = solve_oracle(r, 10.0, lead_s=120.0, spot=avail)
             assert sp.cost_usd <= od.cost_usd + 1e-9
 
+    def test_a_start_blocked_by_a_shortage_waits_for_its_end(self) -> None:
+        # spot may serve everywhere but may not start before tick 5 (its pod would stay
+        # Pending): on demand for ticks 0-4, then one spot boot: (300 + 300) + 0.4 * (300 +
+        # 300) = 840 p-seconds, cheaper than on demand throughout (300 + 600 = 900)
+        r = level((1, 10))
+        startable = np.zeros((1, 10), dtype=bool)
+        startable[:, 5:] = True
+        avail = SpotAvailability(np.ones((1, 10), dtype=bool), startable=startable)
+        o = solve_oracle(r, 60.0, lead_s=300.0, spot=avail)
+        assert o.cost_usd == pytest.approx(840 * P_S)
+        np.testing.assert_array_equal(o.replicas_timeline["spot"][5:], 1)
+
     def test_bad_zone_is_rejected(self) -> None:
         with pytest.raises(ValueError, match="zone 3"):
             SpotAvailability.from_events(0.0, 10.0, 5, zones=2, interruptions=[(1.0, 3)])
@@ -207,3 +219,37 @@ class TestRequired:
     def test_capacity_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="capacity_rps"):
             required_replicas(np.array([1.0]), 0.0)
+
+
+class TestBound:
+    """The oracle never costs more than a simulated policy run that met its SLO."""
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_never_above_a_run_that_met_the_slo(self, seed: int) -> None:
+        from policies import PredictivePolicy
+        from policies.baselines import HPABaseline, StaticPolicy
+        from simulator import traces
+        from simulator.cli import default_workload
+        from simulator.cluster import ClusterConfig
+        from simulator.engine import SimConfig, oracle_for, simulate
+        from simulator.report import LatencyTargets, build_report
+
+        tr = traces.bursts(900.0, 6.0, 30.0, burst_every_s=300.0, burst_len_s=90.0, seed=seed)
+        w = default_workload("chat", max_replicas=20)
+        cfg = SimConfig(cluster=ClusterConfig(cold_start_median_s=60.0, cold_start_p95_s=90.0))
+        targets = LatencyTargets.for_workload(w, itl_s=0.025)
+        met = 0
+        for policy in (
+            PredictivePolicy(),
+            HPABaseline(metric="rps", target=10.0),
+            StaticPolicy(3),
+            StaticPolicy(4),
+        ):
+            run = simulate(tr, w, policy, cfg, seed=seed, itl_slo_ms=25.0)
+            oracle = oracle_for(run)
+            rep = build_report(run, oracle, targets)
+            if rep.slo_met:
+                met += 1
+                assert oracle.cost_usd <= rep.cost_usd
+                assert oracle.gpu_hours <= rep.gpu_hours
+        assert met >= 1  # the property was exercised
