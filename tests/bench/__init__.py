@@ -1,0 +1,1 @@
+"""Benchmarks: print measured figures; assert only loose sanity bounds."""
