@@ -466,7 +466,11 @@ def _guarded(body: Callable[[argparse.Namespace, Any], int]) -> Callable[[argpar
         from simulator.traces import TraceError
 
         console = Console(stderr=False)
+        if not console.is_terminal:  # piped or captured: do not squeeze the table to 80
+            console = Console(stderr=False, width=160)
         err = Console(stderr=True)
+        if not err.is_terminal:
+            err = Console(stderr=True, width=160)
         try:
             return body(args, console)
         except (UsageError, TraceError, SpecError, FileNotFoundError) as e:

@@ -320,15 +320,15 @@ TABLE_HEADER = [
     "requests",
     "dropped",
     "SLO %",
-    "p50 TTFT s",
-    "p95 TTFT s",
-    "p99 TTFT s",
+    "p50 s",
+    "p95 s",
+    "p99 s",
     "GPU-h",
     "cost $",
     "$/1k req",
-    "cost/oracle",
-    "scale events",
-    "under-cap s",
+    "x oracle",
+    "scalings",
+    "short s",
 ]
 
 
@@ -342,7 +342,14 @@ def render_table(report: CompareReport) -> Any:
         f"P{t.percentile:g} <= {t.slo_target_s:g} s; oracle {report.oracle.gpu_hours:.2f} "
         f"GPU-h, ${report.oracle.cost_usd:.2f}"
     )
-    table = Table(title=title, caption="✗: SLO attainment below the target percentile")
+    table = Table(
+        title=title,
+        caption=(
+            "p50/p95/p99: TTFT of served requests; x oracle: cost / oracle cost; scalings: "
+            "replica patches; short s: seconds with fewer ready replicas than the oracle's "
+            "r(t); ✗: SLO attainment below its percentile"
+        ),
+    )
     for i, h in enumerate(TABLE_HEADER):
         table.add_column(h, justify="left" if i == 0 else "right")
     for row in table_rows(report.policies):
