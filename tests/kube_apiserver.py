@@ -450,6 +450,11 @@ class KubeAPIServer:
                 Fault(verb, resource, subresource, name, code, delay_s, times, after_apply, message)
             )
 
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        with self._cond:
+            self._faults.clear()
+
     @property
     def requests(self) -> list[Request]:
         with self._cond:
@@ -982,6 +987,9 @@ _PATH_RE = re.compile(
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kube-apiserver-test"
+    # Headers and body go out in separate writes; with Nagle's algorithm and the client's
+    # delayed ACK every response would wait about 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass

@@ -7,6 +7,7 @@ request log says exactly which calls were made.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -176,8 +177,8 @@ def server() -> Iterator[KubeAPIServer]:
 
 
 @pytest.fixture
-def api(server: KubeAPIServer) -> Iterator[client.ApiClient]:
-    c = server.api_client()
+def api(server: KubeAPIServer) -> Iterator[Any]:
+    c: Any = server.api_client()
     yield c
     c.close()
 
@@ -186,12 +187,20 @@ def no_sleep(_s: float) -> None:
     return None
 
 
+def stored(server: KubeAPIServer, plural: str, name: str) -> dict[str, Any]:
+    """The object as the server holds it (fails the test when it is missing)."""
+    obj = server.get(plural, NS, name)
+    if obj is None:
+        raise AssertionError(f"{plural}/{name} not found on the server")
+    return obj
+
+
 # -- the test API server keeps the real semantics -----------------------------------------
 
 
 def test_server_answers_status_objects_like_the_real_one(server: KubeAPIServer, api: Any) -> None:
     server.put(deployment("chat-od", 1, OD))
-    apps = client.AppsV1Api(api)
+    apps: Any = client.AppsV1Api(api)
     scale = apps.read_namespaced_deployment_scale("chat-od", NS)
     stale = {"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 2}}
     apps.patch_namespaced_deployment_scale(
@@ -201,12 +210,14 @@ def test_server_answers_status_objects_like_the_real_one(server: KubeAPIServer, 
         apps.patch_namespaced_deployment_scale(
             "chat-od", NS, stale, _content_type="application/merge-patch+json"
         )
-    assert conflict.value.status == 409
-    assert '"reason": "Conflict"' in conflict.value.body
+    status = json.loads(conflict.value.body or "{}")
+    assert (status["kind"], status["code"], status["reason"]) == ("Status", 409, "Conflict")
+    assert status["details"] == {"name": "chat-od", "group": "apps", "kind": "deployments"}
     with pytest.raises(client.ApiException) as missing:
         apps.read_namespaced_deployment_scale("nope", NS)
-    assert missing.value.status == 404
-    assert 'deployments.apps \\"nope\\" not found' in missing.value.body
+    status = json.loads(missing.value.body or "{}")
+    assert (status["code"], status["reason"]) == (404, "NotFound")
+    assert status["message"] == 'deployments.apps "nope" not found'
     # resourceVersion moved exactly once (the no-op and failed writes did not bump it)
     assert int(apps.read_namespaced_deployment_scale("chat-od", NS).metadata.resource_version) == (
         int(scale.metadata.resource_version) + 1
@@ -216,9 +227,10 @@ def test_server_answers_status_objects_like_the_real_one(server: KubeAPIServer, 
 def test_server_watch_ends_at_timeout_and_expires_compacted_versions(
     server: KubeAPIServer, api: Any
 ) -> None:
-    from kubernetes.watch.watch import iter_resp_lines
+    from kubernetes.watch import watch
 
-    core = client.CoreV1Api(api)
+    iter_resp_lines: Any = watch.iter_resp_lines
+    core: Any = client.CoreV1Api(api)
     server.put(node("n1"))
     rv = core.list_node().metadata.resource_version
     server.put(node("n2"))
@@ -245,7 +257,7 @@ def test_scale_is_patched_only_on_change(server: KubeAPIServer, api: Any) -> Non
     assert act.set_replicas(NS, "chat-od", 2, "Hold") is False
     assert server.count("patch", "deployments", "scale") == 0
     assert act.set_replicas(NS, "chat-od", 5, "ScaleUp") is True
-    assert server.get("deployments", NS, "chat-od")["spec"]["replicas"] == 5
+    assert stored(server, "deployments", "chat-od")["spec"]["replicas"] == 5
     (patch,) = [r for r in server.requests if r.verb == "patch"]
     # merge patch with the read resourceVersion as a precondition, under our field manager
     assert patch.content_type.startswith("application/merge-patch+json")
@@ -264,7 +276,7 @@ def test_conflict_rereads_and_retries(server: KubeAPIServer, api: Any) -> None:
         ("get", 200),
         ("patch", 200),
     ]
-    assert server.get("deployments", NS, "chat-od")["spec"]["replicas"] == 4
+    assert stored(server, "deployments", "chat-od")["spec"]["replicas"] == 4
 
 
 def test_conflicts_past_the_bound_raise_conflict_error(server: KubeAPIServer, api: Any) -> None:
@@ -292,7 +304,7 @@ def test_invalid_replicas_is_permanent_with_the_api_message(
         KubeActuator(api, sleep=no_sleep).set_replicas(NS, "chat-od", -1, "Bug")
     assert "spec.replicas: Invalid value: -1: must be greater than or equal to 0" in str(err.value)
     assert isinstance(err.value.__cause__, client.ApiException)
-    assert server.get("deployments", NS, "chat-od")["spec"]["replicas"] == 2
+    assert stored(server, "deployments", "chat-od")["spec"]["replicas"] == 2
 
 
 def test_500_after_the_patch_landed_does_not_patch_twice(server: KubeAPIServer, api: Any) -> None:
@@ -305,19 +317,19 @@ def test_500_after_the_patch_landed_does_not_patch_twice(server: KubeAPIServer, 
         ("patch", 500),
         ("get", 200),
     ]
-    assert server.get("deployments", NS, "chat-od")["spec"]["replicas"] == 6
+    assert stored(server, "deployments", "chat-od")["spec"]["replicas"] == 6
 
 
 def test_500_then_success_makes_exactly_one_effective_patch(
     server: KubeAPIServer, api: Any
 ) -> None:
     server.put(deployment("chat-od", 2, OD))
-    rv0 = server.get("deployments", NS, "chat-od")["metadata"]["resourceVersion"]
+    rv0 = stored(server, "deployments", "chat-od")["metadata"]["resourceVersion"]
     server.inject("patch", "deployments", subresource="scale", code=500)
     assert KubeActuator(api, sleep=no_sleep).set_replicas(NS, "chat-od", 6, "ScaleUp") is True
     patches = [r for r in server.requests if r.verb == "patch"]
     assert [p.status for p in patches] == [500, 200]
-    after = server.get("deployments", NS, "chat-od")
+    after = stored(server, "deployments", "chat-od")
     assert after["spec"]["replicas"] == 6
     # one write happened: the resourceVersion moved by exactly one
     assert int(after["metadata"]["resourceVersion"]) == int(rv0) + 1
@@ -356,7 +368,7 @@ def test_a_late_landing_timed_out_patch_cannot_overwrite(server: KubeAPIServer, 
     wait_until(lambda: all(r.status for r in server.requests), what="the late patch to finish")
     statuses = sorted(r.status for r in server.requests if r.verb == "patch")
     assert statuses == [200, 409]
-    assert server.get("deployments", NS, "chat-od")["spec"]["replicas"] == 6
+    assert stored(server, "deployments", "chat-od")["spec"]["replicas"] == 6
 
 
 # -- KubeClusterView ----------------------------------------------------------------------
@@ -576,6 +588,33 @@ def test_informers_back_off_and_recover_from_list_errors(
     ]
 
 
+def test_a_view_failing_too_long_is_stale(server: KubeAPIServer, api: Any) -> None:
+    view = KubeClusterView(api, backoff_s=0.02, max_backoff_s=0.05, max_unhealthy_s=0.3)
+    errors: list[str] = []
+
+    def facts_fail() -> bool:
+        try:
+            view.facts([workload()], time.time())
+        except TemporaryError as e:
+            errors.append(str(e))
+            return True
+        return False
+
+    try:
+        started(view)
+        assert not facts_fail()
+        for verb in ("list", "watch"):
+            server.inject(verb, "pods", code=503, times=100_000)
+        server.close_watches()  # the pods watch reconnects into 503s
+        wait_until(facts_fail, what="the view to turn stale")
+        assert "stale: pods list/watch failing" in errors[-1]
+        assert "503" in errors[-1] or "injected" in errors[-1]
+        server.clear_faults()
+        wait_until(lambda: not facts_fail(), what="the view to recover")
+    finally:
+        view.stop()
+
+
 def test_facts_for_1000_workloads_are_in_memory(server: KubeAPIServer, api: Any) -> None:
     n = 1000
     server.put(node("doomed", taints=[{"key": "cloud.google.com/impending-node-termination"}]))
@@ -633,9 +672,7 @@ def electors(api: Any) -> tuple[LeaderElector, LeaderElector, FakeClock, FakeClo
 
 
 def lease_spec(server: KubeAPIServer) -> dict[str, Any]:
-    lease = server.get("leases", NS, "gpu-autoscaler")
-    assert lease is not None
-    return dict(lease["spec"])
+    return dict(stored(server, "leases", "gpu-autoscaler")["spec"])
 
 
 def test_only_one_elector_leads(server: KubeAPIServer, api: Any) -> None:
@@ -722,11 +759,11 @@ def test_state_round_trips_through_the_status(server: KubeAPIServer, api: Any) -
     server.put(policy_object("chat", spec()))
     w = workload()
     store = KubeStateStore(api, wall_clock=lambda: 1_700_000_000.0)
-    store.observe(server.get("autoscalingpolicies", NS, "chat") or {})
+    store.observe(stored(server, "autoscalingpolicies", "chat"))
     state = {"level": np.array([1.5, 2.5]), "n_samples": np.int64(3), "trend": math.nan}
     conditions = [{"type": "Ready", "status": "True", "reason": "ScaleUpForecast", "message": "ok"}]
     store.save(w, state, decision(), conditions, now_s=0.0)
-    status = (server.get("autoscalingpolicies", NS, "chat") or {})["status"]
+    status = stored(server, "autoscalingpolicies", "chat")["status"]
     assert status["policyState"] == {"level": [1.5, 2.5], "n_samples": 3, "trend": None}
     assert status["observedGeneration"] == 1
     assert status["desiredReplicas"] == {"spot": 3, "onDemand": 1, "warm": 1, "total": 4}
@@ -754,7 +791,7 @@ def test_saves_are_rate_limited_unless_the_decision_changes(
     store.save(w, {"level": 1.3}, decision(spot=4), ready, now_s=20.0)  # 14 s later: held
     store.save(w, {"level": 1.4}, decision(spot=4), ready, now_s=21.0)  # 15 s later: written
     assert status_patches(server) == 3
-    status = (server.get("autoscalingpolicies", NS, "chat") or {})["status"]
+    status = stored(server, "autoscalingpolicies", "chat")["status"]
     assert status["policyState"] == {"level": 1.4}
 
 
@@ -769,7 +806,7 @@ def test_condition_transition_time_moves_only_on_status_change(
     def save(status: str, reason: str) -> str:
         cond = {"type": "Ready", "status": status, "reason": reason, "message": ""}
         store.save(w, {}, decision(), [cond], now_s=clock.t)
-        got = (server.get("autoscalingpolicies", NS, "chat") or {})["status"]["conditions"][0]
+        got = stored(server, "autoscalingpolicies", "chat")["status"]["conditions"][0]
         return str(got["lastTransitionTime"])
 
     t0 = save("True", "Steady")
@@ -785,7 +822,7 @@ def test_removed_state_keys_are_deleted(server: KubeAPIServer, api: Any) -> None
     w = workload()
     store.save(w, {"a": 1, "b": {"x": 1, "y": 2}}, None, [], now_s=0.0)
     store.save(w, {"a": 2, "b": {"x": 3}}, None, [], now_s=1.0)
-    status = (server.get("autoscalingpolicies", NS, "chat") or {})["status"]
+    status = stored(server, "autoscalingpolicies", "chat")["status"]
     assert status["policyState"] == {"a": 2, "b": {"x": 3}}
 
 
@@ -829,18 +866,18 @@ def test_invalid_policy_gets_a_condition_and_a_warning_others_load(
             "spec.policy.max_replicas",
             "spec.targets.on_demand",
         }
-        status = (server.get("autoscalingpolicies", NS, "bad") or {})["status"]
+        status = stored(server, "autoscalingpolicies", "bad")["status"]
         (cond,) = status["conditions"]
         assert (cond["type"], cond["status"], cond["reason"]) == ("Ready", "False", "InvalidSpec")
         assert "spec.policy.max_replicas" in cond["message"]
         assert "spec.targets.on_demand" in cond["message"]
-        assert "status" not in (server.get("autoscalingpolicies", NS, "good") or {})
+        assert "status" not in stored(server, "autoscalingpolicies", "good")
         (event,) = events_on(server, "bad")
         assert event["type"] == "Warning" and event["reason"] == "InvalidSpec"
         assert event["involvedObject"]["kind"] == "AutoscalingPolicy"
         assert (
             event["involvedObject"]["uid"]
-            == server.get("autoscalingpolicies", NS, "bad")["metadata"]["uid"]
+            == stored(server, "autoscalingpolicies", "bad")["metadata"]["uid"]
         )
         assert "spec.targets.on_demand" in event["message"]
 
@@ -854,7 +891,7 @@ def test_invalid_policy_gets_a_condition_and_a_warning_others_load(
         # relisting after 410 reports nothing twice
         server.compact()
         server.close_watches()
-        wait_until(lambda: source._informer.n_lists >= 2, what="a relist")
+        wait_until(lambda: source.list_count >= 2, what="a relist")
         assert len(events_on(server, "bad")) == 1
     finally:
         source.stop()
@@ -898,10 +935,11 @@ def test_api_client_from_a_kubeconfig_context(server: KubeAPIServer, tmp_path: P
             }
         )
     )
-    api = api_client_from(str(kubeconfig), "ctx")
+    api: Any = api_client_from(str(kubeconfig), "ctx")
     try:
         server.put(node("n1"))
-        assert [n.metadata.name for n in client.CoreV1Api(api).list_node().items] == ["n1"]
+        core: Any = client.CoreV1Api(api)
+        assert [n.metadata.name for n in core.list_node().items] == ["n1"]
     finally:
         api.close()
     with pytest.raises(PermanentError, match="missing-config"):
@@ -934,10 +972,28 @@ def test_a_full_exercise_uses_exactly_the_declared_calls(server: KubeAPIServer, 
         elector.try_acquire_or_renew()  # get + update
         events.record(workloads[0], "ScaleUp", "on_demand chat-od: 1 -> 2")
         store.save(workloads[0], {"level": 1.0}, decision(), [], now_s=0.0)
-        for kind in ("deployments", "nodes", "pods", "autoscalingpolicies"):
-            wait_until(lambda kind=kind: server.count("watch", kind) >= 1, what=f"{kind} watch")
+        kinds = ("deployments", "nodes", "pods", "autoscalingpolicies")
+        wait_until(lambda: all(server.count("watch", k) for k in kinds), what="every watch")
     finally:
         view.stop()
         source.stop()
     assert server.calls() == set(KUBE_CALLS)
     assert len(set(KUBE_CALLS)) == len(KUBE_CALLS)
+
+
+def test_custom_signals_by_label_and_condition() -> None:
+    signals = DisruptionSignals(
+        taint_keys=(),
+        node_labels={"example.com/draining": (), "example.com/state": ("retiring",)},
+        node_conditions={"example.com/Preempting": "True"},
+        cordoned=False,
+    )
+    assert signals.node_disruption(node("a", {"example.com/draining": "x"})) == (
+        "label example.com/draining=x"
+    )
+    assert signals.node_disruption(node("b", {"example.com/state": "retiring"})) is not None
+    assert signals.node_disruption(node("c", {"example.com/state": "serving"})) is None
+    preempting = node("d", conditions=[{"type": "example.com/Preempting", "status": "True"}])
+    assert signals.node_disruption(preempting) == "condition example.com/Preempting=True"
+    # taints and cordons switched off
+    assert signals.node_disruption(node("e", unschedulable=True, **_taint("x"))) is None

@@ -557,6 +557,8 @@ class _Informer:
         self.n_lists = 0
         self.n_watches = 0
         self.last_error: str | None = None
+        # monotonic time of the first error since the last good list or watch (None: healthy)
+        self.failing_since_s: float | None = None
 
     def start(self) -> None:
         if self._thread is not None:
@@ -598,6 +600,8 @@ class _Informer:
                     break
                 failures += 1
                 self.last_error = str(classify(e, f"{self.kind} list/watch"))
+                if self.failing_since_s is None:
+                    self.failing_since_s = time.monotonic()
                 log.warning("%s", self.last_error)
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** max(failures - 1, 0))
             self._stop.wait(delay)
@@ -614,6 +618,7 @@ class _Informer:
         rv = str((data.get("metadata") or {}).get("resourceVersion") or "")
         self._sink.reset([i for i in items if isinstance(i, dict)])
         self.n_lists += 1
+        self.failing_since_s = None
         self.synced.set()
         return rv
 
@@ -636,6 +641,7 @@ class _Informer:
                 raise _Gone(_api_message(e)) from e
             raise
         self.n_watches += 1
+        self.failing_since_s = None
         self._resp = resp
         n = 0
         try:
@@ -738,6 +744,10 @@ class KubeClusterView:
 
     `pod_label_selector` narrows the Pod informer (e.g. to labelled GPU workloads) in large
     clusters; Deployments and Nodes are watched cluster-wide.
+
+    Fail static: once synced, a broken watch keeps the last known state while it retries,
+    but when an informer has failed for longer than `max_unhealthy_s` (monotonic seconds)
+    `facts` raises TemporaryError again rather than serve a view that old.
     """
 
     def __init__(
@@ -750,8 +760,10 @@ class KubeClusterView:
         request_timeout_s: float = 30.0,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        max_unhealthy_s: float = 60.0,
     ) -> None:
         self.signals = signals if signals is not None else DisruptionSignals()
+        self.max_unhealthy_s = max_unhealthy_s
         self._lock = threading.Lock()
         self._deployments: dict[tuple[str, str], _Deployment] = {}
         self._nodes: dict[str, _Node] = {}
@@ -962,6 +974,14 @@ class KubeClusterView:
                 f"cluster view not synced yet (waiting for {', '.join(waiting)})"
                 + (f"; last error: {errors[-1]}" if errors else "")
             )
+        mono = time.monotonic()
+        for kind, inf in self._informers.items():
+            since = inf.failing_since_s
+            if since is not None and mono - since > self.max_unhealthy_s:
+                raise TemporaryError(
+                    f"cluster view stale: {kind} list/watch failing for {mono - since:.0f} s "
+                    f"(> {self.max_unhealthy_s:g} s); last error: {inf.last_error}"
+                )
         n = len(workloads)
         cols = {
             name: np.zeros(n, dtype=np.int64)
@@ -1065,14 +1085,16 @@ class LeaderElector:
 
     @property
     def is_leader(self) -> bool:
-        with self._lock:
-            return self._leader and self._clock() - self._last_renew_s <= self.renew_deadline_s
+        """Leading and renewed within `renew_deadline_s` (reads without waiting for a round
+        in progress)."""
+        leader, last = self._leader, self._last_renew_s
+        return leader and self._clock() - last <= self.renew_deadline_s
 
     @property
     def holder(self) -> str:
         """holderIdentity last observed ("" when none)."""
-        with self._lock:
-            return str(self._observed[0]) if self._observed else ""
+        observed = self._observed
+        return str(observed[0]) if observed else ""
 
     @staticmethod
     def _record(lease: JSON) -> tuple[Any, ...]:
@@ -1671,6 +1693,11 @@ class CustomResourceSource:
 
     def wait_synced(self, timeout_s: float) -> bool:
         return self._informer.synced.wait(timeout_s)
+
+    @property
+    def list_count(self) -> int:
+        """Lists made since start (1 while the watch keeps up)."""
+        return self._informer.n_lists
 
     # -- queries ---------------------------------------------------------------------------
 
