@@ -291,18 +291,13 @@ class _Pod:
         "n_run",  # B: running sequences (decoding, incl. joiners of a committed prefill)
         "kv",  # context tokens of the running sequences at t_tok
         "kres",  # KV reservation: sum of input + output of running sequences
-        "sum_in",  # sum of input tokens of running sequences
         "heap",  # [(finish_tok, request)]
         "ver",  # version of the scheduled completion event (lazy invalidation)
         "ev_k",  # iterations from t_tok to the scheduled event
         "ridx",  # index in the routing list, -1 when not routable
         # the last committed prefill block (for amending)
-        "c_start",
-        "c_base",
-        "c_p",
-        "c_beta",
-        "c_nit",
-        "c_join",
+        "c_start",  # s, start of the last committed prefill block
+        "c_block",  # [base_s, prompt tokens, token budget, iterations, joined requests]
     )
 
     def __init__(self, pid: int, pool: str, now_s: float) -> None:
@@ -319,17 +314,12 @@ class _Pod:
         self.n_run = 0
         self.kv = 0.0
         self.kres = 0
-        self.sum_in = 0
         self.heap: list[tuple[int, int]] = []
         self.ver = 0
         self.ev_k = 0
         self.ridx = -1
         self.c_start = -math.inf
-        self.c_base = 0.0
-        self.c_p = 0
-        self.c_beta = 1
-        self.c_nit = 1
-        self.c_join: list[int] = []
+        self.c_block: list[Any] = []
 
 
 class _Lifecycle:
@@ -828,10 +818,15 @@ class SimCluster(_Lifecycle):
         inf = math.inf
         ta = arr[ai] if ai < n else inf
         completed = gen_done = 0
+        draining = _DRAINING
+        ceil = math.ceil
+        if not heap:
+            raise RuntimeError("the timeline sample event is missing from the event heap")
         while True:
-            if heap and heap[0][0] <= ta:
-                top = heap[0]
-                t = top[0]
+            # the heap is never empty: the next timeline sample is always scheduled
+            top = heap[0]
+            t = top[0]
+            if t <= ta:
                 if t > until_s:
                     break
                 heappop(heap)
@@ -848,25 +843,23 @@ class SimCluster(_Lifecycle):
                 tok = pod.tok + k
                 kv = pod.kv + nrun * k
                 kres = pod.kres
-                sum_in = pod.sum_in
                 h = pod.heap
-                while h and h[0][0] <= tok:
+                while True:  # a valid event has at least one sequence to finish
                     key, req = heappop(h)
                     fin[req] = t
-                    i = inp[req]
-                    o = out[req]
+                    i = inp[req] + out[req]
+                    kv -= i + tok - key
+                    kres -= i
+                    gen_done += out[req]
                     nrun -= 1
-                    kv -= i + o + (tok - key)
-                    kres -= i + o
-                    sum_in -= i
-                    gen_done += o
-                    completed += 1
+                    if not h or h[0][0] > tok:
+                        break
+                completed += pod.n_run - nrun
                 pod.tok = tok
                 pod.t_tok = t
                 pod.n_run = nrun
                 pod.kv = kv
                 pod.kres = kres
-                pod.sum_in = sum_in
                 if pod.ridx >= 0:
                     rload[pod.ridx] = nrun
                 if queue:
@@ -875,20 +868,18 @@ class SimCluster(_Lifecycle):
                     nrun = pod.n_run
                     kv = pod.kv
                     tok = pod.tok
-                elif nrun == 0 and pod.state == _DRAINING:
-                    self._gone(pod, t)
-                    pod.ver += 1
-                    continue
+                    t = pod.t_tok
                 # -- reschedule (as _resched)
-                pod.ver += 1
+                v = pod.ver + 1
+                pod.ver = v
                 if h:
                     k = h[0][0] - tok
                     if k < 0:
                         k = 0
-                    te = pod.t_tok + k * (t0 + a * nrun + b * kv) + b * nrun * k * (k - 1) * 0.5
+                    te = t + k * (t0 + a * nrun + b * kv) + b * nrun * k * (k - 1) * 0.5
                     pod.ev_k = k
-                    heappush(heap, (te, next(seq), pod, pod.ver))
-                elif pod.state == _DRAINING:
+                    heappush(heap, (te, next(seq), pod, v))
+                elif pod.state == draining:
                     self._gone(pod, t)
             else:
                 if ta > until_s:
@@ -898,59 +889,47 @@ class SimCluster(_Lifecycle):
                 ai += 1
                 ta = arr[ai] if ai < n else inf
                 need = inp[req] + out[req]
-                if queue or not rload or need > max_kv:
+                if queue or need > max_kv or not rload:
                     self._now = t
                     self._arrive_slow(req, t)
                     continue
                 m = min(rload)
-                if m >= max_seqs:
-                    self._now = t
-                    self._arrive_slow(req, t)
-                    continue
                 pod = routable[rload.index(m)]
-                if pod.kres + need > max_kv:
+                if m >= max_seqs or pod.kres + need > max_kv:
                     self._now = t
                     self._arrive_slow(req, t)
                     continue
-                nrun = pod.n_run
-                if nrun == 0 or t <= pod.c_start:
+                if m == 0 or t <= pod.c_start:
                     admit(pod, req, t)  # idle replica, or amend a committed prefill
                     continue
-                # -- inlined _admit for a busy replica whose committed prefill has started:
-                # settle to the first boundary >= t, then commit a prefill block there.
+                # -- inlined _admit for a busy replica whose committed prefill has
+                # started: settle to the first boundary >= t, commit a prefill block there
+                nrun = m
                 i = inp[req]
-                o = out[req]
-                t0a = t0 + a * nrun
-                tt = pod.t_tok
                 h = pod.heap
-                if t > tt:
-                    c = t0a + b * pod.kv
+                tok = pod.tok
+                kv = pod.kv
+                t0a = t0 + a * nrun
+                start = pod.t_tok
+                if t > start:
+                    c = t0a + b * kv
                     d = b * nrun
+                    # k = the smallest k with  k c + d k (k - 1) / 2 >= t - start, minus
+                    # a rounding margin of 1e-9 iterations (joining a boundary that lies
+                    # a few ps before the arrival)
                     if d > 0.0:
                         hc = c - 0.5 * d
-                        k = math.ceil((sqrt(hc * hc + 2.0 * d * (t - tt)) - hc) / d)
+                        k = ceil((sqrt(hc * hc + 2.0 * d * (t - start)) - hc) / d - 1e-9)
                     else:
-                        k = math.ceil((t - tt) / c)
-                    kc = h[0][0] - pod.tok
+                        k = ceil((t - start) / c - 1e-9)
+                    kc = h[0][0] - tok
                     if k > kc:
-                        k = kc
-                    if k < 1:
+                        k = kc  # the next completion is not before t (event order)
+                    elif k < 1:
                         k = 1
-                    start = tt + k * c + d * k * (k - 1) * 0.5
-                    if start < t and k < kc:
-                        k += 1
-                        start = tt + k * c + d * k * (k - 1) * 0.5
-                    elif k > 1:
-                        prev = tt + (k - 1) * c + d * (k - 1) * (k - 2) * 0.5
-                        if prev >= t:
-                            k -= 1
-                            start = prev
-                    tok = pod.tok + k
-                    kv = pod.kv + nrun * k
-                else:
-                    start = tt
-                    tok = pod.tok
-                    kv = pod.kv
+                    start += k * c + d * k * (k - 1) * 0.5
+                    tok += k
+                    kv += nrun * k
                 if h[0][0] <= tok:
                     pod.tok = tok
                     pod.kv = kv
@@ -960,11 +939,16 @@ class SimCluster(_Lifecycle):
                     kv = pod.kv
                     t0a = t0 + a * nrun
                 beta = mbt - nrun
-                if beta < 1:
-                    beta = 1
-                nit = 1 if i <= beta else (i + beta - 1) // beta
-                base = nit * (t0a + b * kv) + b * nrun * nit * (nit - 1) * 0.5
+                if i <= beta:
+                    nit = 1
+                    base = t0a + b * kv
+                else:
+                    if beta < 1:
+                        beta = 1
+                    nit = (i + beta - 1) // beta
+                    base = nit * (t0a + b * kv) + b * nrun * nit * (nit - 1) * 0.5
                 end = start + base + g * i
+                o = out[req]
                 tok += nit
                 kv += nrun * nit + i + 1
                 nrun += 1
@@ -973,25 +957,21 @@ class SimCluster(_Lifecycle):
                 pod.n_run = nrun
                 pod.t_tok = end
                 pod.kres += need
-                pod.sum_in += i
                 prompt_total += i
                 heappush(h, (tok + o - 1, req))
                 first[req] = end
                 pod.c_start = start
-                pod.c_base = base
-                pod.c_p = i
-                pod.c_beta = beta
-                pod.c_nit = nit
-                pod.c_join = [req]
+                pod.c_block = [base, i, beta, nit, [req]]
                 if pod.ridx >= 0:
                     rload[pod.ridx] = nrun
-                pod.ver += 1
+                v = pod.ver + 1
+                pod.ver = v
                 k = h[0][0] - tok
                 if k < 0:
                     k = 0
                 te = end + k * (t0a + a + b * kv) + b * nrun * k * (k - 1) * 0.5
                 pod.ev_k = k
-                heappush(heap, (te, next(seq), pod, pod.ver))
+                heappush(heap, (te, next(seq), pod, v))
         self._ai = ai
         self._completed += completed
         self._gen_done += gen_done
@@ -1059,29 +1039,29 @@ class SimCluster(_Lifecycle):
 
     def _admit(self, pod: _Pod, req: int, t: float) -> None:
         """Place request ``req`` on ``pod`` at time t: join its prefill at the first
-        iteration boundary at or after t (module docstring)."""
+        iteration boundary at or after t (module docstring). The event loop inlines the
+        common case (a busy replica whose last committed prefill has started)."""
         inp = self._inp[req]
         out = self._out[req]
         g = self._g
         b = self._b
         if t <= pod.c_start:
-            # The last committed prefill iteration has not started: amend it if the
-            # request fits its token budget without another chunk.
-            p = pod.c_p + inp
-            beta = pod.c_beta
-            if (p + beta - 1) // beta <= pod.c_nit:
-                pod.c_p = p
-                end = pod.c_start + pod.c_base + g * p
+            # The last committed prefill block has not started: amend it if the request
+            # fits its token budget without another chunk.
+            block = pod.c_block
+            base, p, beta, nit, join = block
+            p += inp
+            if (p + beta - 1) // beta <= nit:
+                block[1] = p
+                end = pod.c_start + base + g * p
                 pod.t_tok = end
                 nrun = pod.n_run + 1
                 pod.n_run = nrun
                 pod.kv += inp + 1
                 pod.kres += inp + out
-                pod.sum_in += inp
                 self._prompt_total += inp
                 heapq.heappush(pod.heap, (pod.tok + out - 1, req))
                 first = self._first
-                join = pod.c_join
                 join.append(req)
                 for r in join:
                     first[r] = end
@@ -1091,46 +1071,36 @@ class SimCluster(_Lifecycle):
                 return
         nrun = pod.n_run
         t0a = self._t0 + self._a * nrun
+        start = pod.t_tok
         if nrun == 0:
-            start = t if t > pod.t_tok else pod.t_tok
+            if t > start:
+                start = t  # idle: the iteration starts now
         else:
-            tt = pod.t_tok
             h = pod.heap
-            if t > tt:
-                # settle to the first boundary >= t: k iterations of c + d j
+            if t > start:
+                # settle to the first boundary >= t: k iterations of c + d j, with a
+                # rounding margin of 1e-9 iterations
                 c = t0a + b * pod.kv
                 d = b * nrun
-                dt = t - tt
                 if d > 0.0:
                     hc = c - 0.5 * d
-                    k = math.ceil((math.sqrt(hc * hc + 2.0 * d * dt) - hc) / d)
+                    k = math.ceil((math.sqrt(hc * hc + 2.0 * d * (t - start)) - hc) / d - 1e-9)
                 else:
-                    k = math.ceil(dt / c)
+                    k = math.ceil((t - start) / c - 1e-9)
                 kc = h[0][0] - pod.tok
                 if k > kc:
                     k = kc  # the next completion is not before t (event order)
-                if k < 1:
+                elif k < 1:
                     k = 1
-                start = tt + k * c + d * k * (k - 1) * 0.5
-                # float rounding when t lies on a boundary
-                if start < t and k < kc:
-                    k += 1
-                    start = tt + k * c + d * k * (k - 1) * 0.5
-                elif k > 1:
-                    prev = tt + (k - 1) * c + d * (k - 1) * (k - 2) * 0.5
-                    if prev >= t:
-                        k -= 1
-                        start = prev
+                start += k * c + d * k * (k - 1) * 0.5
                 pod.tok += k
                 pod.kv += nrun * k
                 pod.t_tok = start
-            else:
-                start = tt
             if h[0][0] <= pod.tok:
                 self._finish_at(pod, start)
                 nrun = pod.n_run
                 t0a = self._t0 + self._a * nrun
-        # commit a prefill block starting at `start`
+        # commit a prefill block of ceil(inp / beta) iterations starting at `start`
         kv0 = pod.kv
         beta = self._mbt - nrun
         if beta < 1:
@@ -1139,34 +1109,19 @@ class SimCluster(_Lifecycle):
         base = nit * (t0a + b * kv0) + b * nrun * nit * (nit - 1) * 0.5
         end = start + base + g * inp
         tok = pod.tok + nit
-        kv = kv0 + nrun * nit + inp + 1
-        nrun += 1
         pod.tok = tok
-        pod.kv = kv
-        pod.n_run = nrun
+        pod.kv = kv0 + nrun * nit + inp + 1
+        pod.n_run = nrun + 1
         pod.t_tok = end
         pod.kres += inp + out
-        pod.sum_in += inp
         self._prompt_total += inp
-        h = pod.heap
-        heapq.heappush(h, (tok + out - 1, req))
+        heapq.heappush(pod.heap, (tok + out - 1, req))
         self._first[req] = end
         pod.c_start = start
-        pod.c_base = base
-        pod.c_p = inp
-        pod.c_beta = beta
-        pod.c_nit = nit
-        pod.c_join = [req]
+        pod.c_block = [base, inp, beta, nit, [req]]
         if pod.ridx >= 0:
-            self._rload[pod.ridx] = nrun
-        # -- reschedule (as _resched)
-        pod.ver += 1
-        k = h[0][0] - tok
-        if k < 0:
-            k = 0
-        te = end + k * (t0a + self._a + b * kv) + b * nrun * k * (k - 1) * 0.5
-        pod.ev_k = k
-        heapq.heappush(self._heap, (te, next(self._seq), pod, pod.ver))
+            self._rload[pod.ridx] = nrun + 1
+        self._resched(pod)
 
     def _finish_at(self, pod: _Pod, t: float) -> None:
         """Complete every sequence of ``pod`` whose token clock has run out, at time t."""
@@ -1175,20 +1130,18 @@ class SimCluster(_Lifecycle):
         fin = self._fin
         inp, out = self._inp, self._out
         heappop = heapq.heappop
-        nrun, kv, kres, sum_in, gen = pod.n_run, pod.kv, pod.kres, pod.sum_in, 0
+        nrun, kv, kres, gen = pod.n_run, pod.kv, pod.kres, 0
         done = 0
         while h and h[0][0] <= tok:
             key, req = heappop(h)
             fin[req] = t
-            i = inp[req]
             o = out[req]
             nrun -= 1
-            kv -= i + o + (tok - key)
-            kres -= i + o
-            sum_in -= i
+            kv -= inp[req] + o + (tok - key)
+            kres -= inp[req] + o
             gen += o
             done += 1
-        pod.n_run, pod.kv, pod.kres, pod.sum_in = nrun, kv, kres, sum_in
+        pod.n_run, pod.kv, pod.kres = nrun, kv, kres
         self._gen_done += gen
         self._completed += done
         if pod.ridx >= 0:
@@ -1252,20 +1205,22 @@ class SimCluster(_Lifecycle):
             k = min(k, pod.heap[0][0] - pod.tok)
         return max(0, k)
 
+    def _generated_in_flight(self, pod: _Pod, t: float) -> int:
+        """Tokens generated by t for the requests running on ``pod`` (a committed prefill
+        counts its first token)."""
+        done = pod.tok + self._iters_done(pod, t)
+        out = self._out
+        return sum(max(0, out[req] - (key - done)) for key, req in pod.heap)
+
     def _on_kill(self, pod: _Pod, now_s: float) -> None:
         self._unroute(pod)
         pod.ver += 1
-        done = pod.tok + self._iters_done(pod, now_s)
+        self._gen_lost += self._generated_in_flight(pod, now_s)
         reqs = sorted(req for _, req in pod.heap)
-        lost = 0
-        for key, req in pod.heap:
-            lost += max(0, self._out[req] - (key - done))
-        self._gen_lost += lost
         pod.heap = []
         pod.n_run = 0
         pod.kv = 0.0
         pod.kres = 0
-        pod.sum_in = 0
         first, retried = self._first, self._retried
         for req in reqs:
             first[req] = math.nan
@@ -1322,7 +1277,7 @@ class SimCluster(_Lifecycle):
         self._purge()
         gen = self._gen_done + self._gen_lost
         for p in [*self._routable, *self._draining]:
-            gen += int(p.kv - p.sum_in) + p.n_run * self._iters_done(p, self._now)
+            gen += self._generated_in_flight(p, self._now)
         return {
             "requests_total": float(self._ai),
             "completed_total": float(self._completed),
