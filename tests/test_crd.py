@@ -13,8 +13,10 @@ import copy
 import functools
 import io
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,33 @@ CRDSchemaValidator = jsonschema.validators.extend(
 )
 
 
+# The formats the API server checks in our schema (kube-openapi strfmt): RFC 3339 date-time
+# and the integer ranges.
+FORMATS = jsonschema.FormatChecker(formats=())
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _date_time(value: object) -> bool:
+    if isinstance(value, str):
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(f"{value!r} is not an RFC 3339 date-time")
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    return True
+
+
+def _int32(value: object) -> bool:
+    return not isinstance(value, int) or -(2**31) <= value < 2**31
+
+
+def _int64(value: object) -> bool:
+    return not isinstance(value, int) or -(2**63) <= value < 2**63
+
+
+FORMATS.checks("date-time", raises=ValueError)(_date_time)
+FORMATS.checks("int32")(_int32)
+FORMATS.checks("int64")(_int64)
+
+
 def strict(schema: Mapping[str, Any]) -> JSON:
     """The schema with unknown fields refused wherever the API server would prune them."""
     out: JSON = {}
@@ -118,7 +147,7 @@ def schema_errors(schema: Mapping[str, Any], instance: Any, prefix: str = "") ->
     """`field.path: message` for every violation; missing and unknown fields are named by
     their own path (jsonschema reports them on the parent)."""
     out = []
-    validator = CRDSchemaValidator(strict(schema))
+    validator = CRDSchemaValidator(strict(schema), format_checker=FORMATS)
     for e in validator.iter_errors(instance):
         where = _path([*([prefix] if prefix else []), *e.absolute_path])
         if e.validator == "required" and isinstance(e.instance, dict):
@@ -664,3 +693,41 @@ def test_status_schema_refuses_undeclared_fields() -> None:
     status_schema = crd_schema(crd_manifest())["properties"]["status"]
     errors = schema_errors(status_schema, {"desiredReplicas": {"gpu": 1}}, "status")
     assert errors == ["status.desiredReplicas.gpu: field not declared in schema"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        # a time that is not RFC 3339
+        pytest.param(
+            {"lastDecision": {"time": "yesterday"}},
+            "status.lastDecision.time: 'yesterday' is not a 'date-time'",
+            id="bad-time",
+        ),
+        # a condition status outside True/False/Unknown
+        pytest.param(
+            {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "Yes",
+                        "reason": "Ok",
+                        "message": "",
+                        "lastTransitionTime": "2025-01-01T00:00:00Z",
+                    }
+                ]
+            },
+            "status.conditions[0].status: 'Yes' is not one of ['True', 'False', 'Unknown']",
+            id="bad-condition-status",
+        ),
+        # replicas beyond int32
+        pytest.param(
+            {"desiredReplicas": {"spot": 2**31}},
+            "status.desiredReplicas.spot: 2147483648 is not a 'int32'",
+            id="replicas-beyond-int32",
+        ),
+    ],
+)
+def test_status_schema_checks_values(status: JSON, error: str) -> None:
+    status_schema = crd_schema(crd_manifest())["properties"]["status"]
+    assert error in schema_errors(status_schema, status, "status")
