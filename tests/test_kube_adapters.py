@@ -758,7 +758,7 @@ def status_patches(server: KubeAPIServer) -> int:
 def test_state_round_trips_through_the_status(server: KubeAPIServer, api: Any) -> None:
     server.put(policy_object("chat", spec()))
     w = workload()
-    store = KubeStateStore(api, wall_clock=lambda: 1_700_000_000.0)
+    store = KubeStateStore(api, wall_clock=lambda: 1_700_000_000.0, background=False)
     store.observe(stored(server, "autoscalingpolicies", "chat"))
     state = {"level": np.array([1.5, 2.5]), "n_samples": np.int64(3), "trend": math.nan}
     conditions = [{"type": "Ready", "status": "True", "reason": "ScaleUpForecast", "message": "ok"}]
@@ -773,7 +773,7 @@ def test_state_round_trips_through_the_status(server: KubeAPIServer, api: Any) -
     assert cond["lastTransitionTime"] == "2023-11-14T22:13:20Z"
     assert cond["observedGeneration"] == 1
     # a fresh store (a restarted controller) reads it back
-    loaded = KubeStateStore(api).load([w, workload("other")])
+    loaded = KubeStateStore(api, background=False).load([w, workload("other")])
     assert loaded == {w.key: {"level": [1.5, 2.5], "n_samples": 3, "trend": None}}
 
 
@@ -782,7 +782,7 @@ def test_saves_are_rate_limited_unless_the_decision_changes(
 ) -> None:
     server.put(policy_object("chat", spec()))
     w, ready = workload(), [{"type": "Ready", "status": "True", "reason": "Steady", "message": ""}]
-    store = KubeStateStore(api, min_interval_s=15.0)
+    store = KubeStateStore(api, min_interval_s=15.0, background=False)
     store.save(w, {"level": 1.0}, decision(), ready, now_s=0.0)
     store.save(w, {"level": 1.1}, decision(), ready, now_s=5.0)  # same decision, 5 s < 15 s
     assert status_patches(server) == 1
@@ -800,7 +800,7 @@ def test_condition_transition_time_moves_only_on_status_change(
 ) -> None:
     server.put(policy_object("chat", spec()))
     clock = FakeClock(1_700_000_000.0)
-    store = KubeStateStore(api, min_interval_s=0.0, wall_clock=clock)
+    store = KubeStateStore(api, min_interval_s=0.0, wall_clock=clock, background=False)
     w = workload()
 
     def save(status: str, reason: str) -> str:
@@ -818,7 +818,7 @@ def test_condition_transition_time_moves_only_on_status_change(
 
 def test_removed_state_keys_are_deleted(server: KubeAPIServer, api: Any) -> None:
     server.put(policy_object("chat", spec()))
-    store = KubeStateStore(api, min_interval_s=0.0)
+    store = KubeStateStore(api, min_interval_s=0.0, background=False)
     w = workload()
     store.save(w, {"a": 1, "b": {"x": 1, "y": 2}}, None, [], now_s=0.0)
     store.save(w, {"a": 2, "b": {"x": 3}}, None, [], now_s=1.0)
@@ -826,9 +826,30 @@ def test_removed_state_keys_are_deleted(server: KubeAPIServer, api: Any) -> None
     assert status["policyState"] == {"a": 2, "b": {"x": 3}}
 
 
+def test_background_saves_leave_the_tick_and_coalesce(server: KubeAPIServer, api: Any) -> None:
+    server.put(policy_object("chat", spec()))
+    store = KubeStateStore(api, min_interval_s=0.0)
+    w = workload()
+    # the server holds the first write 0.5 s: save() must not wait for it
+    server.inject("patch", "autoscalingpolicies", subresource="status", code=None, delay_s=0.5)
+    try:
+        for i in range(5):
+            store.save(w, {"level": float(i)}, decision(), [], now_s=float(i))
+        assert store.n_writes == 0  # all five calls returned while the first write was held
+        assert store.flush(5.0)
+        # the write in flight, then the newest queued status; the rest were superseded
+        assert status_patches(server) in (1, 2)
+        assert store.n_writes == status_patches(server)
+        assert stored(server, "autoscalingpolicies", "chat")["status"]["policyState"] == {
+            "level": 4.0
+        }
+    finally:
+        store.close()
+
+
 def test_save_never_raises_and_retries_next_time(server: KubeAPIServer, api: Any) -> None:
     server.put(policy_object("chat", spec()))
-    store = KubeStateStore(api)
+    store = KubeStateStore(api, background=False)
     w = workload()
     server.inject("patch", "autoscalingpolicies", subresource="status", code=500)
     store.save(w, {"a": 1}, decision(), [], now_s=0.0)
@@ -972,11 +993,13 @@ def test_a_full_exercise_uses_exactly_the_declared_calls(server: KubeAPIServer, 
         elector.try_acquire_or_renew()  # get + update
         events.record(workloads[0], "ScaleUp", "on_demand chat-od: 1 -> 2")
         store.save(workloads[0], {"level": 1.0}, decision(), [], now_s=0.0)
+        assert store.flush(5.0)
         kinds = ("deployments", "nodes", "pods", "autoscalingpolicies")
         wait_until(lambda: all(server.count("watch", k) for k in kinds), what="every watch")
     finally:
         view.stop()
         source.stop()
+        store.close()
     assert server.calls() == set(KUBE_CALLS)
     assert len(set(KUBE_CALLS)) == len(KUBE_CALLS)
 
