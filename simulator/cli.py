@@ -130,17 +130,6 @@ def default_workload(
     return Workload.model_validate({"namespace": "default", "name": key, "spec": spec})
 
 
-def _queue_budget_s(workload: Workload, profile: Any, m_in: float, m_out: float) -> float:
-    slo = workload.spec.policy.slo
-    if slo.metric == "ttft":
-        return float(slo.target_s)
-    if slo.metric == "e2e":
-        ss = profile.steady_state(1.0, m_in, m_out)
-        service_s = (ss.ttft_ms + (m_out - 1.0) * ss.itl_ms) / 1000.0
-        return max(1.0, float(slo.target_s) - float(service_s))
-    return 1.0
-
-
 def baseline_policies(
     workload: Workload,
     profile: Any,
@@ -151,7 +140,7 @@ def baseline_policies(
 ) -> list[Any]:
     """The baselines at their defaults with targets derived as in the module docstring."""
     from policies.baselines import HPABaseline, KEDABaseline, KPABaseline, StaticPolicy
-    from simulator.engine import capacity_at_slo
+    from simulator.engine import capacity_at_slo, queue_budget_s
 
     spec = workload.spec.policy
     cap = spec.capacity.rps_per_replica
@@ -163,7 +152,8 @@ def baseline_policies(
         if name == "hpa":
             out.append(HPABaseline(metric="rps", target=cap * u))
         elif name == "keda":
-            w_s = _queue_budget_s(workload, profile, mean_input_tokens, mean_output_tokens)
+            budget = queue_budget_s(workload, profile, mean_input_tokens, mean_output_tokens)
+            w_s = max(1.0, budget) if budget is not None else 1.0
             out.append(
                 KEDABaseline(
                     metric="queue",
@@ -372,22 +362,14 @@ def _run_all(
 ) -> tuple[list[Any], Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from simulator.engine import SimConfig, capacity_at_slo, oracle_for, simulate
-    from simulator.oracle import demand_per_tick, required_replicas
+    from simulator.engine import SimConfig, demand_for, oracle_for, simulate
 
     cfg = SimConfig(poll_interval_s=args.poll_interval, mode=prep.mode)  # type: ignore[arg-type]
     itl_ms = _itl_ms(prep.itl_target_s, prep.workload)
     # the static baseline's size: the peak of the oracle's required replicas
-    cap = capacity_at_slo(
-        prep.workload, prep.profile, prep.mean_input_tokens, prep.mean_output_tokens, itl_ms
-    )
+    dm = demand_for(prep.source, prep.workload, prep.profile, cfg, itl_ms)
+    peak_required = int(dm.required.max(initial=1))
     src = prep.source
-    if hasattr(src, "arrival_s"):
-        end = max(float(src.duration_s), float(src.arrival_s[-1]) + 1e-6)
-        demand = demand_per_tick(src.arrival_s, 0.0, end, cfg.poll_interval_s, cfg.oracle_smooth_s)
-    else:
-        demand = np.asarray(src.rate_rps, dtype=np.float64)
-    peak_required = int(required_replicas(demand, cap).max(initial=1))
     runs = []
     with Progress(
         TextColumn("[bold]{task.description:<11}"),

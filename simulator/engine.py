@@ -394,9 +394,10 @@ class SimConfig:
     absolute, overrides it); tail_s: after the horizon, how long the loop keeps running at
     most so requests in flight can finish (unfinished ones count as dropped);
     aggregate_bin_s: bin of the rate curve made from a per-request trace in aggregate mode;
-    fluid_step_s: FluidCluster step; oracle_smooth_s: demand smoothing of the oracle's
-    required replicas (simulator.oracle); scrape_gaps: injected scrape failures
-    (start_s, end_s).
+    fluid_step_s: FluidCluster step; oracle_windows_s: the burst windows of the oracle's
+    required replicas for a per-request trace (simulator.oracle.required_from_arrivals);
+    oracle_smooth_s: the centered smoothing of the demand curve shown in plots
+    (timeline "demand_rps"); scrape_gaps: injected scrape failures (start_s, end_s).
     """
 
     poll_interval_s: float = 5.0
@@ -411,6 +412,7 @@ class SimConfig:
     aggregate_bin_s: float = 5.0
     fluid_step_s: float = 5.0
     oracle_smooth_s: float = 60.0
+    oracle_windows_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
     scrape_gaps: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
@@ -531,6 +533,22 @@ def capacity_at_slo(
     return cap
 
 
+def queue_budget_s(
+    workload: Workload, profile: ServiceProfile, mean_input_tokens: float, mean_output_tokens: float
+) -> float | None:
+    """Seconds a request may wait in the queue and still meet the SLO: the TTFT target for a
+    TTFT SLO; the e2e target minus the unloaded service time for an e2e SLO (>= 0); None for
+    an ITL SLO (waiting does not change the inter-token gap)."""
+    slo = workload.spec.policy.slo
+    if slo.metric == "ttft":
+        return float(slo.target_s)
+    if slo.metric == "e2e":
+        ss = profile.steady_state(1.0, mean_input_tokens, mean_output_tokens)
+        service_s = (ss.ttft_ms + (mean_output_tokens - 1.0) * ss.itl_ms) / 1000.0
+        return max(0.0, float(slo.target_s) - float(service_s))
+    return None
+
+
 def zone_reclaims(
     config: ClusterConfig, start_s: float, end_s: float, seed: int
 ) -> tuple[tuple[float, int], ...]:
@@ -549,6 +567,64 @@ def zone_reclaims(
                 break
             out.append((t, z))
     return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A run's horizon and demand on the poll grid (times: seconds from the trace start).
+
+    demand_rps: [T] arrival rate per tick (a trace: centered mean over oracle_smooth_s; a
+    curve: its bin's rate); required: [T] the oracle's replicas needed (a trace: the burst
+    bound of simulator.oracle.required_from_arrivals; a curve: ceil(rate / capacity));
+    capacity_rps: capacity per replica at the SLO."""
+
+    start_s: float
+    end_s: float
+    n_ticks: int
+    demand_rps: F64
+    required: NDArray[np.int64]
+    capacity_rps: float
+    mean_input_tokens: float
+    mean_output_tokens: float
+
+
+def demand_for(
+    trace_or_curve: Trace | RateCurve,
+    workload: Workload,
+    profile: ServiceProfile,
+    config: SimConfig,
+    itl_slo_ms: float | None = None,
+) -> Demand:
+    """Horizon, demand and required replicas for a run (see `Demand`)."""
+    from simulator.oracle import demand_per_tick, required_from_arrivals, required_replicas
+
+    src: Any = trace_or_curve
+    name = str(getattr(src, "name", "trace"))
+    dt = config.poll_interval_s
+    start_s = 0.0
+    curve = _is_curve(src)
+    if len(src) == 0:
+        raise ValueError(f"{'rate curve' if curve else 'trace'} {name!r} is empty")
+    if curve:
+        end_s = float(src.duration_s)
+        m_in, m_out = float(src.mean_input_tokens), float(src.mean_output_tokens)
+    else:
+        end_s = max(float(src.duration_s), float(src.arrival_s[-1]) + 1e-6)
+        m_in = float(np.mean(src.input_tokens))
+        m_out = float(np.mean(src.output_tokens))
+    n_ticks = max(1, math.ceil((end_s - start_s) / dt - 1e-9))
+    end_s = start_s + n_ticks * dt
+    capacity = capacity_at_slo(workload, profile, m_in, m_out, itl_slo_ms)
+    if curve:
+        demand = _curve_rate_at(src, start_s + dt * np.arange(n_ticks, dtype=np.float64))
+        required = required_replicas(demand, capacity)
+    else:
+        demand = demand_per_tick(src.arrival_s, start_s, end_s, dt, config.oracle_smooth_s)
+        budget = queue_budget_s(workload, profile, m_in, m_out)
+        required = required_from_arrivals(
+            src.arrival_s, start_s, end_s, dt, capacity, budget, config.oracle_windows_s
+        )
+    return Demand(start_s, end_s, n_ticks, demand, required, capacity, m_in, m_out)
 
 
 def _is_curve(source: Any) -> bool:
@@ -578,7 +654,6 @@ def simulate(
     """
     from autoscaler.loop import ControlLoop
     from simulator.cluster import FluidCluster, SimCluster
-    from simulator.oracle import demand_per_tick, required_replicas
     from simulator.service import ServiceProfile
     from simulator.traces import RateCurve
 
@@ -590,30 +665,11 @@ def simulate(
     if curve_in and cfg.mode == "request":
         raise ValueError("a rate curve has no individual requests: use mode='aggregate'")
     src: Any = trace_or_curve
-    name = str(getattr(src, "name", "trace"))
 
-    # horizon and demand on the poll grid (times are seconds from the trace start)
-    dt = cfg.poll_interval_s
-    start_s = 0.0
-    if curve_in:
-        if len(src) == 0:
-            raise ValueError(f"rate curve {name!r} is empty")
-        end_s = float(src.duration_s)
-        m_in, m_out = float(src.mean_input_tokens), float(src.mean_output_tokens)
-    else:
-        if len(src) == 0:
-            raise ValueError(f"trace {name!r} has no requests")
-        end_s = max(float(src.duration_s), float(src.arrival_s[-1]) + 1e-6)
-        m_in = float(np.mean(src.input_tokens))
-        m_out = float(np.mean(src.output_tokens))
-    n_ticks = max(1, math.ceil((end_s - start_s) / dt - 1e-9))
-    end_s = start_s + n_ticks * dt
-    capacity = capacity_at_slo(workload, prof, m_in, m_out, itl_slo_ms)
-    if curve_in:
-        demand = _curve_rate_at(src, start_s + dt * np.arange(n_ticks, dtype=np.float64))
-    else:
-        demand = demand_per_tick(src.arrival_s, start_s, end_s, dt, cfg.oracle_smooth_s)
-    required = required_replicas(demand, capacity)
+    dm = demand_for(src, workload, prof, cfg, itl_slo_ms)
+    start_s, end_s, dt, n_ticks = dm.start_s, dm.end_s, cfg.poll_interval_s, dm.n_ticks
+    demand, required, capacity = dm.demand_rps, dm.required, dm.capacity_rps
+    m_in, m_out = dm.mean_input_tokens, dm.mean_output_tokens
 
     spec = workload.spec.policy
     first_min = float(np.mean(demand[: max(1, int(round(60.0 / dt)))]))
@@ -721,7 +777,7 @@ def simulate(
     eval_start = cfg.eval_start_s if cfg.eval_start_s is not None else start_s + cfg.warmup_s
     return RunResult(
         policy=str(getattr(policy, "name", type(policy).__name__)),
-        trace=name,
+        trace=str(getattr(src, "name", "trace")),
         workload=workload,
         mode=cfg.mode,
         seed=seed,

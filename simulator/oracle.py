@@ -204,6 +204,64 @@ def required_replicas(demand_rps: F64, capacity_rps: float | F64) -> I64:
     return np.maximum(out, 0)
 
 
+DEFAULT_WINDOWS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+def required_from_arrivals(
+    arrival_s: F64,
+    start_s: float,
+    end_s: float,
+    dt_s: float,
+    capacity_rps: float,
+    queue_budget_s: float | None,
+    windows_s: Sequence[float] = DEFAULT_WINDOWS_S,
+) -> I64:
+    """Replicas needed per tick of `dt_s` for a per-request trace: a burst bound.
+
+    Requests arriving in a window [k, k + W) that must all start within `queue_budget_s`
+    (tau) of arriving are done starting by k + W + tau; N replicas start at most
+    N * c * (W + tau) of them (c = capacity_rps, the sustainable rate at the SLO), so
+    N >= A(k, W) / (c (W + tau)). Every window size in `windows_s` (seconds, resolved at
+    1 s) is checked and the bound holds for every tick the window covers; r(t) is the
+    ceiling of the largest bound. With tau None (no queueing budget, e.g. an ITL SLO) only
+    the longest window counts, with tau = 0: the sustained rate. Returns [T] int64 with
+    T = ceil((end_s - start_s) / dt_s).
+    """
+    from scipy.ndimage import maximum_filter1d
+
+    if dt_s <= 0 or end_s <= start_s:
+        raise ValueError(f"need dt_s > 0 and end_s > start_s; found {dt_s}, {start_s}..{end_s}")
+    if not capacity_rps > 0:
+        raise ValueError(f"capacity_rps must be > 0; found {capacity_rps}")
+    if queue_budget_s is not None and queue_budget_s < 0:
+        raise ValueError(f"queue_budget_s must be >= 0; found {queue_budget_s}")
+    n_ticks = math.ceil((end_s - start_s) / dt_s - 1e-9)
+    n_sec = math.ceil(n_ticks * dt_s - 1e-9)
+    idx = np.floor(np.asarray(arrival_s, dtype=np.float64) - start_s).astype(np.int64)
+    idx = idx[(idx >= 0) & (idx < n_sec)]
+    counts = np.bincount(idx, minlength=n_sec).astype(np.float64)
+    csum = np.concatenate(([0.0], np.cumsum(counts)))
+    if queue_budget_s is None:
+        pairs = [(max(windows_s), 0.0)]
+    else:
+        pairs = [(w, float(queue_budget_s)) for w in windows_s]
+    need = np.zeros(n_sec)
+    k = np.arange(n_sec)
+    for w_s, tau in pairs:
+        w = max(1, int(round(w_s)))
+        a = csum[np.minimum(k + w, n_sec)] - csum[k]  # arrivals in [k, k + w)
+        bound = a / (capacity_rps * (w + tau))
+        # the bound holds for every second the window covers: a max over the w windows
+        # that contain each second (origin shifts the filter to look back)
+        covered = maximum_filter1d(bound, size=w, origin=(w - 1) // 2, mode="constant")
+        need = np.maximum(need, covered)
+    per_tick = np.zeros(n_ticks)
+    sec_tick = np.minimum((np.arange(n_sec) * 1.0 // dt_s).astype(np.int64), n_ticks - 1)
+    np.maximum.at(per_tick, sec_tick, need)
+    out: I64 = np.ceil(per_tick - 1e-9).astype(np.int64)
+    return np.maximum(out, 0)
+
+
 # -- the solver -----------------------------------------------------------------------------
 
 

@@ -413,8 +413,8 @@ def plot_timelines(
     runs: Sequence[RunResult], oracle: OracleResult | None, path: str | Path
 ) -> Path:
     """One panel per policy (and the oracle's schedule on top): ready replicas by pool
-    (stacked), the loop's decided total, and the replicas the demand needs (demand /
-    capacity per replica at the SLO, the oracle's r(t) before rounding up)."""
+    (stacked), the loop's decided total, and the replicas the demand requires (the
+    oracle's r(t), see simulator.oracle)."""
     plt = _plt()
     panels = len(runs) + (1 if oracle is not None else 0)
     n = max(1, panels)
@@ -427,7 +427,7 @@ def plot_timelines(
         r0 = runs[0]
         pt = np.asarray(r0.timeline.get("poll_t_s", np.zeros(0)), dtype=np.float64)
         k = min(pt.size, r0.required.size)
-        need = np.asarray(r0.timeline["demand_rps"], dtype=np.float64)[:k] / r0.capacity_rps
+        need = np.asarray(r0.required, dtype=np.float64)[:k]
         pt2, need2 = _thin(pt[:k], need)
         need_x, xlabel = _time_axis(pt2, start)
         need_y = need2
@@ -482,7 +482,7 @@ def plot_timelines(
         ax.set_title(f"{run.policy}: {hours:.1f} GPU-h, ${cost:.2f}", fontsize=9, loc="left")
     for ax in axes[:, 0]:
         if need_x is not None and need_y is not None:
-            ax.plot(need_x, need_y, color="black", lw=0.9, label="needed (demand / capacity)")
+            ax.step(need_x, need_y, where="post", color="black", lw=0.8, label="required r(t)")
         ax.set_ylabel("replicas", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_ylim(bottom=0)
