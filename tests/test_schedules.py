@@ -180,7 +180,7 @@ def test_malformed_entries_are_rejected_naming_the_entry(
 ) -> None:
     with pytest.raises(SpecError) as ei:
         workload(entry)
-    found = {p: m for p, m in ei.value.problems}
+    found = dict(ei.value.problems)
     assert f"spec.{field}" in found, ei.value.problems
     assert words in found[f"spec.{field}"] and "'x'" in found[f"spec.{field}"]
 
