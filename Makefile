@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# torch for the GPU-replay tests (CPU build, pinned: an unpinned torch pulls a CUDA build)
+	$(PY) -m pip install --quiet 'torch==2.13.0' || echo "torch==2.13.0 unavailable: GPU replay tests will be skipped"
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install the project with its dev extras
