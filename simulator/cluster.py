@@ -52,10 +52,12 @@ re-creates it (Pending or Starting, as above) unless desired was lowered.
 Requests (SimCluster)
 ---------------------
 A workload-level FCFS queue (the gateway) dispatches each request to the Ready,
-non-draining replica with the most free batch slots (first such replica on ties). A replica
-admits while its running sequences < ``max_num_seqs`` and the KV reservation (input + output
-tokens of its running sequences) plus the request's fits ``max_kv_tokens``; the queue head
-waits otherwise (head-of-line FCFS). A request that could never fit one replica's KV cache
+non-draining replica with the most free batch slots (on ties, the one that has had that
+count longest; deterministic). A replica admits while its running sequences <
+``max_num_seqs`` and the KV reservation (input + output tokens of its running sequences)
+plus the request's fits ``max_kv_tokens``; if the replica with the most free slots lacks KV
+room, the least-loaded one with room takes it; otherwise the queue head waits (head-of-line
+FCFS). A request that could never fit one replica's KV cache
 is dropped at arrival. ``max_queue`` bounds the queue (arrivals beyond it are dropped);
 ``request_timeout_s`` drops requests that waited longer in the queue (measured from their
 last enqueue; enforced when they reach the head and whenever gauges, counters or results
@@ -294,7 +296,7 @@ class _Pod:
         "heap",  # [(finish_tok, request)]
         "ver",  # version of the scheduled completion event (lazy invalidation)
         "ev_k",  # iterations from t_tok to the scheduled event
-        "ridx",  # index in the routing list, -1 when not routable
+        "routed",  # Ready and not draining: in the routing buckets
         # the last committed prefill block (for amending)
         "c_start",  # s, start of the last committed prefill block
         "c_block",  # [base_s, prompt tokens, token budget, iterations, joined requests]
@@ -317,7 +319,7 @@ class _Pod:
         self.heap: list[tuple[int, int]] = []
         self.ver = 0
         self.ev_k = 0
-        self.ridx = -1
+        self.routed = False
         self.c_start = -math.inf
         self.c_block: list[Any] = []
 
@@ -725,8 +727,12 @@ class SimCluster(_Lifecycle):
         self._max_seqs = profile.max_num_seqs
         self._max_kv = profile.max_kv_tokens
         self._mbt = profile.max_batched_tokens
+        # Routing: the routable replicas, and buckets of them by running sequences (an
+        # insertion-ordered dict per count) with the lowest non-empty count in _ml[0]
+        # (max_num_seqs + 1 when none is routable). Cheaper than min() over a list.
         self._routable: list[_Pod] = []
-        self._rload: list[int] = []
+        self._buckets: list[dict[_Pod, None]] = [{} for _ in range(profile.max_num_seqs + 2)]
+        self._ml = [profile.max_num_seqs + 1]
         self._queue: deque[tuple[int, float]] = deque()
         self._submitted = False
         self._n = 0
@@ -806,7 +812,7 @@ class SimCluster(_Lifecycle):
         heappush = heapq.heappush
         seq = self._seq
         arr, inp, out, fin, first = self._arr, self._inp, self._out, self._fin, self._first
-        rload, routable, queue = self._rload, self._routable, self._queue
+        buckets, ml, queue = self._buckets, self._ml, self._queue
         max_seqs, max_kv, mbt = self._max_seqs, self._max_kv, self._mbt
         t0, a, b, g = self._t0, self._a, self._b, self._g
         admit = self._admit
@@ -854,14 +860,18 @@ class SimCluster(_Lifecycle):
                     nrun -= 1
                     if not h or h[0][0] > tok:
                         break
-                completed += pod.n_run - nrun
+                pod_n = pod.n_run
+                completed += pod_n - nrun
                 pod.tok = tok
                 pod.t_tok = t
                 pod.n_run = nrun
                 pod.kv = kv
                 pod.kres = kres
-                if pod.ridx >= 0:
-                    rload[pod.ridx] = nrun
+                if pod.routed:
+                    del buckets[pod_n][pod]
+                    buckets[nrun][pod] = None
+                    if nrun < ml[0]:
+                        ml[0] = nrun
                 if queue:
                     self._now = t
                     self._dispatch(t)
@@ -889,13 +899,14 @@ class SimCluster(_Lifecycle):
                 ai += 1
                 ta = arr[ai] if ai < n else inf
                 need = inp[req] + out[req]
-                if queue or need > max_kv or not rload:
+                m = ml[0]
+                if queue or need > max_kv or m >= max_seqs:
                     self._now = t
                     self._arrive_slow(req, t)
                     continue
-                m = min(rload)
-                pod = routable[rload.index(m)]
-                if m >= max_seqs or pod.kres + need > max_kv:
+                bm = buckets[m]
+                pod = next(iter(bm))  # most free slots; ties: longest at that count
+                if pod.kres + need > max_kv:
                     self._now = t
                     self._arrive_slow(req, t)
                     continue
@@ -962,8 +973,12 @@ class SimCluster(_Lifecycle):
                 first[req] = end
                 pod.c_start = start
                 pod.c_block = [base, i, beta, nit, [req]]
-                if pod.ridx >= 0:
-                    rload[pod.ridx] = nrun
+                # routing bucket nrun - 1 -> nrun (not always m: a settle may finish some)
+                bm = buckets[nrun - 1]
+                del bm[pod]
+                buckets[nrun][pod] = None
+                if not bm and ml[0] == nrun - 1:
+                    ml[0] = nrun
                 v = pod.ver + 1
                 pod.ver = v
                 k = h[0][0] - tok
@@ -1003,14 +1018,12 @@ class SimCluster(_Lifecycle):
             q.append((req, t))
 
     def _route(self, need: int) -> _Pod | None:
-        """The routable replica with the most free batch slots that fits ``need`` KV."""
-        rload = self._rload
-        if not rload:
-            return None
-        m = min(rload)
+        """The routable replica with the most free batch slots (ties: the one longest at
+        that count) that fits ``need`` KV tokens; None when none can admit."""
+        m = self._ml[0]
         if m >= self._max_seqs:
             return None
-        pod = self._routable[rload.index(m)]
+        pod = next(iter(self._buckets[m]))
         if pod.kres + need <= self._max_kv:
             return pod
         best: _Pod | None = None
@@ -1019,6 +1032,20 @@ class SimCluster(_Lifecycle):
                 if best is None or p.n_run < best.n_run:
                     best = p
         return best
+
+    def _set_load(self, pod: _Pod, old: int, new: int) -> None:
+        """Move a routable pod between routing buckets (running sequences old -> new)."""
+        b = self._buckets
+        del b[old][pod]
+        b[new][pod] = None
+        ml = self._ml
+        if new < ml[0]:
+            ml[0] = new
+        elif old == ml[0] and not b[old]:
+            m = old
+            while not b[m]:  # stops at `new` at the latest
+                m += 1
+            ml[0] = m
 
     def _dispatch(self, t: float) -> None:
         """Move queued requests (FCFS) onto replicas while the head fits somewhere."""
@@ -1065,8 +1092,8 @@ class SimCluster(_Lifecycle):
                 join.append(req)
                 for r in join:
                     first[r] = end
-                if pod.ridx >= 0:
-                    self._rload[pod.ridx] = nrun
+                if pod.routed:
+                    self._set_load(pod, nrun - 1, nrun)
                 self._resched(pod)
                 return
         nrun = pod.n_run
@@ -1119,8 +1146,8 @@ class SimCluster(_Lifecycle):
         self._first[req] = end
         pod.c_start = start
         pod.c_block = [base, inp, beta, nit, [req]]
-        if pod.ridx >= 0:
-            self._rload[pod.ridx] = nrun + 1
+        if pod.routed:
+            self._set_load(pod, nrun, nrun + 1)
         self._resched(pod)
 
     def _finish_at(self, pod: _Pod, t: float) -> None:
@@ -1141,11 +1168,11 @@ class SimCluster(_Lifecycle):
             kres -= inp[req] + o
             gen += o
             done += 1
+        if pod.routed and done:
+            self._set_load(pod, pod.n_run, nrun)
         pod.n_run, pod.kv, pod.kres = nrun, kv, kres
         self._gen_done += gen
         self._completed += done
-        if pod.ridx >= 0:
-            self._rload[pod.ridx] = nrun
 
     def _resched(self, pod: _Pod) -> None:
         """Schedule the replica's next completion (invalidating the previous event)."""
@@ -1166,21 +1193,23 @@ class SimCluster(_Lifecycle):
 
     def _on_ready(self, pod: _Pod, now_s: float) -> None:
         pod.t_tok = now_s
-        pod.ridx = len(self._routable)
+        pod.routed = True
         self._routable.append(pod)
-        self._rload.append(pod.n_run)
+        self._buckets[pod.n_run][pod] = None
+        if pod.n_run < self._ml[0]:
+            self._ml[0] = pod.n_run
         if self._queue:
             self._dispatch(now_s)
 
     def _unroute(self, pod: _Pod) -> None:
-        i = pod.ridx
-        if i < 0:
+        if not pod.routed:
             return
-        del self._routable[i]
-        del self._rload[i]
-        for j in range(i, len(self._routable)):
-            self._routable[j].ridx = j
-        pod.ridx = -1
+        pod.routed = False
+        self._routable.remove(pod)
+        b, ml = self._buckets, self._ml
+        del b[pod.n_run][pod]
+        while ml[0] < len(b) - 1 and not b[ml[0]]:
+            ml[0] += 1
 
     def _on_drain(self, pod: _Pod, now_s: float) -> None:
         self._unroute(pod)
