@@ -654,9 +654,9 @@ def test_status_the_controller_writes_fits_the_status_schema() -> None:
         api = server.api_client()
         view = KubeClusterView(api, watch_timeout_s=2.0).start()
         source = CustomResourceSource(api, watch_timeout_s=2.0, request_timeout_s=5.0)
+        store = KubeStateStore(api, cluster=view, min_interval_s=0.0)
         try:
             assert view.wait_synced(5.0)
-            store = KubeStateStore(api, cluster=view, min_interval_s=0.0)
             workload = workload_from_object(server.get(PLURAL, "inference", "chat-llama") or {})
             store.observe(server.get(PLURAL, "inference", "chat-llama") or {})
             nan = float("nan")
@@ -667,12 +667,14 @@ def test_status_the_controller_writes_fits_the_status_schema() -> None:
             ]
             state = {"level": [1.5, 2.0], "history": {"t_s": [1.0], "replicas": [3]}}
             store.save(workload, state, decision, conditions, 100.0)
+            assert store.flush(5.0)  # writes go through a background worker
             assert store.n_writes == 1, store.n_failed
             # an invalid object gets Ready=False/InvalidSpec from the source
             workloads, errors = source.load()
             assert [w.name for w in workloads] == ["chat-llama"] and len(errors) == 1
             assert _wait(lambda: "status" in (server.get(PLURAL, "inference", "chat-broken") or {}))
         finally:
+            store.close()
             source.stop()
             view.stop()
         written = (server.get(PLURAL, "inference", "chat-llama") or {})["status"]
@@ -682,7 +684,8 @@ def test_status_the_controller_writes_fits_the_status_schema() -> None:
     assert schema_errors(status_schema, invalid, "status") == []
     assert written["desiredReplicas"] == {"spot": 2, "onDemand": 3, "warm": 1, "total": 5}
     assert written["currentReplicas"]["spot"] == 2
-    # NaN goes out as null, which a merge patch reads as "remove the field"
+    # NaN goes out as null: the field is nullable, so the API server keeps the null rather
+    # than pruning it (a null in a field without `nullable` would be dropped)
     assert written["lastDecision"].get("forecast") is None
     assert written["policyState"] == state  # kept whole: preserve-unknown-fields
     assert invalid["conditions"][0]["reason"] == "InvalidSpec"
