@@ -123,7 +123,7 @@ ALPHA_MIN: float = 1e-3
 # A series needs this many finite samples in the fit window before its parameters are refit:
 # with fewer, 1-3 parameters are fitted to a handful of residuals.
 FIT_MIN_SAMPLES: int = 10
-FIT_MAX_ITER: int = 30
+FIT_MAX_ITER: int = 20
 
 # Levenberg-Marquardt damping: start, bounds, and the relative SSE decrease that ends a series.
 _LM_LAMBDA0 = 1e-2
@@ -136,6 +136,11 @@ _LM_STEP_TOL = 1e-3
 # further behind (new or stale series) are checked on their own, so one stale row does not
 # make every tick scan the whole window.
 _TAIL_COLS = 8
+# Columns per block in `update`: bounds the schedule's memory (3 [cols, n] arrays) and keeps
+# each array under glibc's mmap threshold, so blocks reuse memory instead of page-faulting.
+_UPDATE_BLOCK_COLS = 128
+# From this many columns on, a run transposes the season to bucket-major (see `_run`).
+_BUCKET_MAJOR_MIN_COLS = 16
 # Horizon cap in samples for the variance factor (keeps c(h) finite).
 _H_MAX_STEPS = 1e6
 
@@ -324,8 +329,24 @@ def update(state: ForecastState, t_s: F64, y: F64) -> ForecastState:
     cols = _active_columns(t_s, y, state.last_t_s)
     if cols.size == 0:
         return state
-    out, _ = _run(state, t_s[cols], np.ascontiguousarray(y[:, cols].T))
-    return out
+    # Blocks of columns give the same state as one run (updates compose exactly).
+    for start in range(0, cols.size, _UPDATE_BLOCK_COLS):
+        block = cols[start : start + _UPDATE_BLOCK_COLS]
+        t = t_s[block]
+        y_t = np.ascontiguousarray(y[:, block].T)
+        sched = _schedule(t, y_t, state.first_t_s, state.last_t_s, state.n_obs, True)
+        run = _run(state, t, y_t, sched)
+        state = replace(
+            state,
+            level=run.level,
+            trend=run.trend,
+            season=run.season,
+            first_t_s=sched.first_t_s,
+            last_t_s=sched.last_t_s,
+            resid_var=run.resid_var,
+            n_obs=sched.n_obs,
+        )
+    return state
 
 
 def predict(
@@ -465,10 +486,99 @@ def _active_columns(t_s: F64, y: F64, last_t_s: F64) -> NDArray[np.intp]:
 
 
 @dataclass(frozen=True)
-class _Sensitivity:
-    """What a fit pass accumulates per series: SSE of the one-step residuals e, J^T e
-    ([P, n], half the SSE gradient) and J^T J ([P, P, n]), J = de/d(alpha, beta, gamma)[:P]."""
+class _Schedule:
+    """Which sample updates which row, for a block of m columns ([m, n] arrays).
 
+    Parameter-free bookkeeping, computed once per block (a fit reuses it on every pass).
+    `upd`: the sample updates the row (finite, newer than the row's last accepted sample,
+    and not the row's first-ever sample, which initializes instead: `first_col` [n], -1 if
+    none in the block); `dt_s`, `inv_dt`: seconds since the row's previous accepted sample
+    and its inverse where `upd`, else 0; `resid_w`: the resid_var weight where `upd`, else 0
+    ([0, n] when not needed); `first_t_s`, `last_t_s`, `n_obs` [n]: the state's after the block.
+    """
+
+    upd: B
+    dt_s: F64
+    inv_dt: F64
+    resid_w: F64
+    first_col: NDArray[np.intp]
+    first_t_s: F64
+    last_t_s: F64
+    n_obs: I64
+
+    def take(self, idx: NDArray[np.intp]) -> _Schedule:
+        return _Schedule(
+            upd=np.ascontiguousarray(self.upd[:, idx]),
+            dt_s=np.ascontiguousarray(self.dt_s[:, idx]),
+            inv_dt=np.ascontiguousarray(self.inv_dt[:, idx]),
+            resid_w=np.ascontiguousarray(self.resid_w[:, idx]),
+            first_col=self.first_col[idx],
+            first_t_s=self.first_t_s[idx],
+            last_t_s=self.last_t_s[idx],
+            n_obs=self.n_obs[idx],
+        )
+
+
+def _schedule(
+    t_s: F64,
+    y_t: F64,
+    first_t_s: F64,
+    last_t_s: F64,
+    n_obs: I64,
+    with_resid_w: bool,
+) -> _Schedule:
+    """Bookkeeping for samples `y_t` [m, n] (transposed) at `t_s` [m]; see `_Schedule`."""
+    m, n = y_t.shape
+    upd = np.zeros((m, n), dtype=bool)
+    dt_s = np.zeros((m, n))
+    inv_dt = np.zeros((m, n))
+    resid_w = np.zeros((m if with_resid_w else 0, n))
+    first_col = np.full(n, -1, dtype=np.intp)
+    first_t = first_t_s.copy()
+    last_t = last_t_s.copy()
+    count = n_obs.copy()
+    unseen = count == 0
+    n_unseen = int(unseen.sum())
+    warm = False
+    for j in range(m):
+        t = float(t_s[j])
+        acc = np.greater(t, last_t)
+        acc &= np.isfinite(y_t[j])
+        u = upd[j]
+        np.copyto(u, acc)
+        if n_unseen:
+            rows = np.nonzero(acc & unseen)[0]
+            if rows.size:
+                u[rows] = False
+                unseen[rows] = False
+                n_unseen -= rows.size
+                first_col[rows] = j
+                first_t[rows] = t
+        np.subtract(t, last_t, out=dt_s[j], where=u)
+        np.divide(1.0, dt_s[j], out=inv_dt[j], where=u)
+        np.copyto(last_t, t, where=acc)
+        count += acc
+        if with_resid_w:
+            # The r-th residual (r = samples - 1) weighs 1/r until that reaches RESID_WEIGHT.
+            if warm or count.min() - 1 >= 1.0 / RESID_WEIGHT:
+                warm = True
+                np.copyto(resid_w[j], RESID_WEIGHT, where=u)
+            else:
+                w = 1.0 / np.maximum(count - 1, 1)
+                np.maximum(w, RESID_WEIGHT, out=resid_w[j], where=u)
+    return _Schedule(upd, dt_s, inv_dt, resid_w, first_col, first_t, last_t, count)
+
+
+@dataclass(frozen=True)
+class _RunResult:
+    """Filter state after a run, and for a fit pass (`n_sens` = P > 0) the SSE of the
+    one-step residuals e, J^T e ([P, n], half the SSE gradient) and J^T J ([P, P, n]),
+    J = de/d(alpha, beta, gamma)[:P]."""
+
+    level: F64
+    trend: F64
+    season: F64
+    resid_var: F64
     sse: F64
     grad: F64
     gn: F64
@@ -478,149 +588,154 @@ def _run(
     state: ForecastState,
     t_s: F64,
     y_t: F64,
+    sched: _Schedule,
     n_sens: int = 0,
     track_resid: bool = True,
-) -> tuple[ForecastState, _Sensitivity | None]:
-    """Run the recursions over the samples `y_t` [m, n] (transposed: one time step is
-    contiguous) at times `t_s` [m]; the one implementation that `update` and `fit` share.
+) -> _RunResult:
+    """Run the recursions over samples `y_t` [m, n] (transposed: one time step is
+    contiguous) at `t_s` [m] as `sched` says; the one implementation of the module
+    docstring's recursions, shared by `update` and `fit`.
 
     With `n_sens` = P > 0, also carries the sensitivities of level, trend and season to the
-    first P of (alpha, beta, gamma) and accumulates SSE, J^T e and J^T J of the residuals
-    (method none is never fitted, so a = alpha wherever they are used).
+    first P of (alpha, beta, gamma) and accumulates SSE, J^T e and J^T J (method none is
+    never fitted, so a = alpha wherever sensitivities are used).
     """
     n = state.n
     a, ab, g1, hw = _effective_params(state.method, state.alpha, state.beta, state.gamma)
     level = state.level.copy()
     trend = state.trend.copy()
     resid_var = state.resid_var.copy()
-    first_t = state.first_t_s.copy()
-    last_t = state.last_t_s.copy()
-    n_obs = state.n_obs.copy()
-    unseen = n_obs == 0
-    n_unseen = int(unseen.sum())
     use_season = bool(hw.any())
     hwf = hw.astype(np.float64)
-    # Season bucket-major ([N_SEASON_BUCKETS, n]): with one season length for all rows
-    # (the usual case) every row's bucket at a time step is the same, so the bucket is one
+    # Season bucket-major ([N_SEASON_BUCKETS, n]): with one season length for all rows (the
+    # usual case) all rows are in the same bucket at a time step, so the bucket is one
     # contiguous row instead of n scattered elements.
-    col = np.arange(n, dtype=np.intp)
-    season_t = np.ascontiguousarray(state.season.T) if use_season else np.zeros((0, n))
-    flat_t = season_t.reshape(-1)
+    # For a few columns (the usual tick) the transposes would cost more than they save, so
+    # the season stays row-major and each step gathers n scattered elements.
+    all_hw = bool(hw.all())
     uniform = use_season and bool(np.all(state.season_s == state.season_s[0]))
-    if uniform:
-        k_cols = _bucket(t_s, np.full(t_s.shape, state.season_s[0])).tolist()
+    major = uniform and t_s.shape[0] >= _BUCKET_MAJOR_MIN_COLS
+    season_t = np.ascontiguousarray(state.season.T) if major else np.zeros((0, n))
+    flat = state.season.copy().reshape(-1) if use_season and not major else np.zeros(0)
+    base = np.arange(n, dtype=np.intp) * N_SEASON_BUCKETS
+    k_cols = _bucket(t_s, np.full(t_s.shape, state.season_s[0])).tolist() if uniform else []
+
+    # A row's first-ever sample initializes it (no residual); before it, the row's steps
+    # are no-ops, so initializing up front gives the same result.
+    rows0 = np.nonzero(sched.first_col >= 0)[0]
+    cols0 = sched.first_col[rows0]
+    y0 = y_t[cols0, rows0]
+    if use_season:
+        k0 = _bucket(t_s[cols0], state.season_s[rows0])
+        y0 = y0 - hwf[rows0] * state.season[rows0, k0]
+    level[rows0] = y0
+    trend[rows0] = 0.0
 
     p_ch = n_sens
-    sse = np.zeros(n)
+    sse = np.zeros(n if p_ch else 0)
     grad = np.zeros((p_ch, n))
     gn = np.zeros((p_ch, p_ch, n))
     d_level = np.zeros((p_ch, n))
     d_trend = np.zeros((p_ch, n))
     d_season_t = np.zeros((p_ch, season_t.shape[0], n))
-    d_flat_t = d_season_t.reshape(p_ch, season_t.size)
+    d_flat = np.zeros((p_ch, flat.shape[0]))
     zeros = np.zeros(n)
     trendf = ((state.method == METHOD_HOLT) | hw).astype(np.float64)
-    # d(a*b)/d(alpha, beta, gamma) and d(g*(1-a))/d(alpha, beta, gamma).
+    # d(a*b) and d(g*(1-a)) with respect to (alpha, beta, gamma).
     d_ab = np.stack([state.beta * trendf, state.alpha * trendf, zeros])[:p_ch]
     d_g1 = np.stack([-state.gamma * hwf, zeros, (1.0 - state.alpha) * hwf])[:p_ch]
 
     for j in range(t_s.shape[0]):
-        t = float(t_s[j])
-        y = y_t[j]
-        acc = np.isfinite(y)
-        acc &= t > last_t
-        upd = acc
-        if n_unseen:
-            new = acc & unseen
-            if new.any():
-                # A row's first sample initializes it and makes no residual.
-                rows = np.nonzero(new)[0]
-                y0 = y[rows]
-                if use_season:
-                    k0 = _bucket(np.full(rows.shape, t), state.season_s[rows])
-                    y0 = y0 - hwf[rows] * season_t[k0, rows]
-                level[rows] = y0
-                trend[rows] = 0.0
-                first_t[rows] = t
-                unseen[rows] = False
-                n_unseen -= rows.size
-                upd = acc & ~new
-        # Rows without a sample here get dt = 0 and e = 0: every update below is then an
-        # exact no-op for them (unseen rows: t - (-inf) = inf, masked here).
-        dt = np.where(upd, t - last_t, 0.0)
-        inv_dt = np.divide(1.0, dt, out=np.zeros(n), where=upd)
-        np.copyto(last_t, t, where=acc)
-        n_obs += acc
-        lp = level + trend * dt
+        # Where a row has no update, dt = inv_dt = 0 and e = 0: every line is an exact no-op.
+        # (In-place forms of the module docstring's expressions, same operation order.)
+        upd = sched.upd[j]
+        dt = sched.dt_s[j]
+        inv_dt = sched.inv_dt[j]
+        lp = trend * dt
+        lp += level
         if use_season:
-            if uniform:
+            if major:
                 k = k_cols[j]
-                sk = season_t[k]
+                sk = season_t[k]  # a view: updated in place below
             else:
-                idx = _bucket(np.full(n, t), state.season_s) * n + col
-                sk = flat_t[idx]
-            p = lp + sk * hwf
+                idx = base + (k_cols[j] if uniform else _bucket(np.full(n, t_s[j]), state.season_s))
+                sk = flat[idx]
+            p = lp + (sk if all_hw else sk * hwf)
         else:
             p = lp
-        e = np.where(upd, y - p, 0.0)
+        e = np.where(upd, y_t[j] - p, 0.0)
         if p_ch:
-            d_lp = d_level + d_trend * dt
+            # d_pm = -de/dtheta: the sensitivity of the forecast, masked like e.
+            d_lp = d_trend * dt
+            d_lp += d_level
             if use_season:
-                d_sk = d_season_t[:, k] if uniform else d_flat_t[:, idx]
-                d_p = d_lp + d_sk * hwf
+                d_sk = d_season_t[:, k] if major else d_flat[:, idx]
+                d_p = d_lp + (d_sk if all_hw else d_sk * hwf)
             else:
                 d_p = d_lp
-            d_e = np.where(upd, -d_p, 0.0)
+            d_pm = np.where(upd, d_p, 0.0)
             sse += e * e
-            grad += e * d_e
-            gn += d_e[:, None, :] * d_e[None, :, :]
-            d_level = d_lp + a * d_e
+            grad -= e * d_pm
+            gn += d_pm[:, None, :] * d_pm[None, :, :]
+            d_lp -= a * d_pm
+            d_level = d_lp
             d_level[0] += e
-            d_trend = d_trend + (d_ab * e + ab * d_e) * inv_dt
+            d_tr = d_ab * e
+            d_tr -= ab * d_pm
+            d_tr *= inv_dt
+            d_trend += d_tr
             if use_season:
-                d_s = d_sk + d_g1 * e + g1 * d_e
-                if uniform:
-                    d_season_t[:, k] = d_s
+                if major:
+                    d_sk += d_g1 * e
+                    d_sk -= g1 * d_pm
                 else:
-                    d_flat_t[:, idx] = d_s
-        level = lp + a * e
-        trend = trend + ab * e * inv_dt
+                    d_flat[:, idx] = d_sk + d_g1 * e - g1 * d_pm
+        lp += a * e
+        level = lp
+        trend += ab * e * inv_dt
         if use_season:
-            if uniform:
-                season_t[k] = sk + g1 * e
+            if major:
+                sk += g1 * e
             else:
-                flat_t[idx] = sk + g1 * e
+                flat[idx] = sk + g1 * e
         if track_resid:
-            # Weight 1/r for the r-th residual until it reaches RESID_WEIGHT.
-            w = np.maximum(1.0 / np.maximum(n_obs - 1, 1), RESID_WEIGHT)
-            resid_var += np.where(upd, w, 0.0) * (e * e - resid_var)
+            r2 = e * e
+            r2 -= resid_var
+            r2 *= sched.resid_w[j]
+            resid_var += r2
 
-    out = replace(
-        state,
+    return _RunResult(
         level=level,
         trend=trend,
-        season=np.ascontiguousarray(season_t.T) if use_season else state.season,
-        first_t_s=first_t,
-        last_t_s=last_t,
+        season=(
+            np.ascontiguousarray(season_t.T)
+            if major
+            else flat.reshape(n, N_SEASON_BUCKETS)
+            if use_season
+            else state.season
+        ),
         resid_var=resid_var,
-        n_obs=n_obs,
+        sse=sse,
+        grad=grad,
+        gn=gn,
     )
-    return out, (_Sensitivity(sse, grad, gn) if p_ch else None)
 
 
 @dataclass(frozen=True)
 class _FitProblem:
-    """A fit's fixed data for k series: the history `y_t` [m, k] (transposed) at `t_s`, a
-    fresh filter per series (no sample, zero trend, the series' current season), the
-    starting parameters `theta0` [P, k], which channels are free ([P, k]) and the bounds."""
+    """A fit's fixed data for k series: the history `y_t` [m, k] (transposed) at `t_s` and
+    its schedule from a fresh filter (`fresh`: no sample, zero trend, the series' current
+    season), the starting parameters `theta0` [P, k], which channels are free ([P, k]) and
+    the bounds ([P, 1])."""
 
     t_s: F64
     y_t: F64
+    sched: _Schedule
     fresh: ForecastState
     theta0: F64
     free: B
-    lo: F64  # [P, 1]
-    hi: F64  # [P, 1]
+    lo: F64
+    hi: F64
 
     @property
     def n_channels(self) -> int:
@@ -628,21 +743,31 @@ class _FitProblem:
 
     @classmethod
     def build(cls, t_s: F64, y: F64, state: ForecastState) -> _FitProblem:
+        k = state.n
         m = state.method
+        fresh = replace(
+            ForecastState.initial(k, m, state.alpha, state.beta, state.gamma, state.season_s),
+            season=state.season,
+        )
+        y_t = np.ascontiguousarray(y.T)
+        sched = _schedule(
+            t_s, y_t, fresh.first_t_s, fresh.last_t_s, fresh.n_obs, with_resid_w=False
+        )
         hw = m == METHOD_HOLT_WINTERS
         trend_free = (m == METHOD_HOLT) | hw
-        p_ch = 3 if hw.any() else 2 if trend_free.any() else 1
+        # gamma only moves a bucket's offset for the bucket's next visit: a window shorter
+        # than two seasons holds no revisit to judge it by, so it stays as configured.
+        gamma_free = hw & (sched.last_t_s - sched.first_t_s >= 2.0 * state.season_s)
+        p_ch = 3 if gamma_free.any() else 2 if trend_free.any() else 1
         lo = np.array([[ALPHA_MIN], [0.0], [0.0]])[:p_ch]
         hi = np.ones((p_ch, 1))
-        fresh = ForecastState.initial(
-            state.n, m, state.alpha, state.beta, state.gamma, state.season_s
-        )
         return cls(
             t_s=t_s,
-            y_t=np.ascontiguousarray(y.T),
-            fresh=replace(fresh, season=state.season),
+            y_t=y_t,
+            sched=sched,
+            fresh=fresh,
             theta0=np.clip(np.stack([state.alpha, state.beta, state.gamma])[:p_ch], lo, hi),
-            free=np.stack([m != METHOD_NONE, trend_free, hw])[:p_ch],
+            free=np.stack([m != METHOD_NONE, trend_free, gamma_free])[:p_ch],
             lo=lo,
             hi=hi,
         )
@@ -651,25 +776,24 @@ class _FitProblem:
         return replace(
             self,
             y_t=np.ascontiguousarray(self.y_t[:, idx]),
+            sched=self.sched.take(idx),
             fresh=self.fresh.take(idx),
             theta0=self.theta0[:, idx],
             free=self.free[:, idx],
         )
 
-    def evaluate(self, theta: F64) -> _Sensitivity:
-        """SSE, J^T e and J^T J at `theta` [P, k]."""
-        p_ch = self.n_channels
-        params = {"alpha": theta[0]}
-        if p_ch > 1:
-            params["beta"] = theta[1]
-        if p_ch > 2:
-            params["gamma"] = theta[2]
-        _, sens = _run(
-            replace(self.fresh, **params), self.t_s, self.y_t, n_sens=p_ch, track_resid=False
+    def evaluate(self, theta: F64) -> _RunResult:
+        """One pass at `theta` [P, k]: SSE, J^T e and J^T J of every series."""
+        names = ("alpha", "beta", "gamma")[: self.n_channels]
+        params = {name: theta[i] for i, name in enumerate(names)}
+        return _run(
+            replace(self.fresh, **params),
+            self.t_s,
+            self.y_t,
+            self.sched,
+            n_sens=self.n_channels,
+            track_resid=False,
         )
-        if sens is None:  # n_sens >= 1 always returns sensitivities
-            raise RuntimeError("fit pass returned no sensitivities")
-        return sens
 
 
 def _fit_lm(problem: _FitProblem, max_iter: int) -> F64:
@@ -678,10 +802,11 @@ def _fit_lm(problem: _FitProblem, max_iter: int) -> F64:
     Each series keeps (theta, SSE, J^T e, J^T J) of its best point and its own damping;
     a pass evaluates the trial points of the series still active. A trial that lowers the
     SSE is taken (damping / 10); otherwise the damping grows x 10 and the next trial is
-    shorter and closer to the projected gradient direction. A series stops when its SSE
-    falls by less than a relative _LM_RTOL, its projected step is zero, or its damping
-    passes _LM_LAMBDA_MAX. Once fewer than 3/4 of the series in the pass are active, the
-    pass is compacted to the active ones.
+    shorter and closer to the projected gradient direction. A series stops when a taken
+    step moves no parameter by more than _LM_STEP_TOL or lowers the SSE by less than a
+    relative _LM_RTOL, when its projected step is zero, or when its damping passes
+    _LM_LAMBDA_MAX. Once fewer than 3/4 of the series in a pass are active, the pass is
+    compacted to the active ones.
     """
     theta = problem.theta0.copy()
     p_ch, n = theta.shape
@@ -702,15 +827,15 @@ def _fit_lm(problem: _FitProblem, max_iter: int) -> F64:
         g = grad[:, ids] * f
         h = gn[:, :, ids] * f[:, None, :] * f[None, :, :]
         diag = np.einsum("iik->ik", h)
-        # Marquardt scaling by diag(J^T J), floored so a parameter without effect (or a
-        # fixed one) still gives a nonsingular system; fixed channels get identity rows.
+        # Marquardt scaling by diag(J^T J), floored so a parameter without effect still
+        # gives a nonsingular system; fixed channels get identity rows (and no step).
         floor = 1e-12 * diag.sum(axis=0) + 1e-300
         damp = lam[ids] * np.maximum(diag, floor) + (1.0 - f)
         mat = np.moveaxis(h, -1, 0) + damp.T[:, :, None] * eye  # [k, P, P]
         step = np.linalg.solve(mat, -g.T[:, :, None])[:, :, 0].T  # [P, k]
-        trial = np.clip(theta[:, ids] + step * f, problem.lo, problem.hi)
-        moved = np.any(trial != theta[:, ids], axis=0)
-        theta_before = theta[:, ids]
+        before = theta[:, ids]
+        trial = np.clip(before + step * f, problem.lo, problem.hi)
+        moved = np.any(trial != before, axis=0)
         res = cur.evaluate(trial)
         better = act & moved & (res.sse < sse[ids])
         gain = np.where(better, sse[ids] - res.sse, 0.0)
@@ -724,10 +849,10 @@ def _fit_lm(problem: _FitProblem, max_iter: int) -> F64:
             np.maximum(lam[ids] / 10.0, _LM_LAMBDA_MIN),
             np.where(act, lam[ids] * 10.0, lam[ids]),
         )
+        small_step = np.abs(trial - before).max(axis=0) <= _LM_STEP_TOL
         done = act & (
             ~moved
-            | (better & (gain <= _LM_RTOL * sse[ids]))
-            | (better & (np.abs(trial - theta_before).max(axis=0) <= _LM_STEP_TOL))
+            | (better & (small_step | (gain <= _LM_RTOL * sse[ids])))
             | (~better & (lam[ids] > _LM_LAMBDA_MAX))
         )
         active[ids[done]] = False
