@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "simulator.cli",  # simulate, compare, sweep
     "simulator.replay.cli",  # serve-model, profile, replay
     "autoscaler.crdgen",  # crd
+    "simulator.sweep",  # sweep
 )
 
 
