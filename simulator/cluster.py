@@ -329,7 +329,9 @@ class _Lifecycle:
 
     Subclasses implement the service hooks ``_on_ready``, ``_on_drain``, ``_on_kill`` and
     the gauges ``_queue_len`` / ``_running``; lifecycle events share ``self._heap`` with the
-    subclass's own events as (t_s, seq, None, payload) entries."""
+    subclass's own events. Entries are (t_s, -1, seq, payload) for lifecycle events and
+    (t_s, pod id, version, pod) for a replica's next completion: ties in time go to
+    lifecycle events first, then by pod id; an entry never compares its last item."""
 
     _sampling = True  # sample the timeline every config.timeline_step_s
 
@@ -512,7 +514,7 @@ class _Lifecycle:
             self.advance(now_s)
 
     def _push(self, t: float, payload: tuple[Any, ...]) -> None:
-        heapq.heappush(self._heap, (t, next(self._seq), None, payload))
+        heapq.heappush(self._heap, (t, -1, next(self._seq), payload))
 
     def _n_ready(self, pool: str) -> int:
         return self._ready_n[pool]
@@ -737,7 +739,7 @@ class SimCluster(_Lifecycle):
         self._submitted = False
         self._n = 0
         self._ai = 0
-        self._arr: list[float] = []
+        self._arr: list[float] = [math.inf]
         self._inp: list[int] = []
         self._out: list[int] = []
         self._first: list[float] = []
@@ -791,7 +793,7 @@ class SimCluster(_Lifecycle):
         m = int(arr.size)
         self._n = m
         self._arrival_np = arr.copy()
-        self._arr = arr.tolist()
+        self._arr = [*arr.tolist(), math.inf]  # a sentinel ends the arrivals
         self._inp = inp.astype(np.int64).tolist()
         self._out = out.astype(np.int64).tolist()
         self._first = [math.nan] * m
@@ -803,6 +805,8 @@ class SimCluster(_Lifecycle):
 
     def advance(self, until_s: float) -> None:
         """Process every event (arrivals, completions, pod start/ready/kill) up to until_s."""
+        if not math.isfinite(until_s):
+            raise ValueError(f"until_s must be finite, got {until_s}")
         if until_s < self._now - 1e-9:
             raise ValueError(f"until_s={until_s} lies before the simulated present {self._now}")
         # The hot loop: arrivals and completions are inlined (this runs once per request);
@@ -810,7 +814,6 @@ class SimCluster(_Lifecycle):
         heap = self._heap
         heappop = heapq.heappop
         heappush = heapq.heappush
-        seq = self._seq
         arr, inp, out, fin, first = self._arr, self._inp, self._out, self._fin, self._first
         buckets, ml, queue = self._buckets, self._ml, self._queue
         max_seqs, max_kv, mbt = self._max_seqs, self._max_kv, self._mbt
@@ -819,10 +822,8 @@ class SimCluster(_Lifecycle):
         finish_at = self._finish_at
         sqrt = math.sqrt
         prompt_total = 0
-        n = self._n
         ai = self._ai
-        inf = math.inf
-        ta = arr[ai] if ai < n else inf
+        ta = arr[ai]
         completed = gen_done = 0
         draining = _DRAINING
         ceil = math.ceil
@@ -836,12 +837,12 @@ class SimCluster(_Lifecycle):
                 if t > until_s:
                     break
                 heappop(heap)
-                pod = top[2]
-                if pod is None:
+                pod = top[3]
+                if top[1] < 0:
                     self._now = t
-                    self._handle(t, top[3])
+                    self._handle(t, pod)
                     continue
-                if top[3] != pod.ver:
+                if top[2] != pod.ver:
                     continue  # superseded
                 # -- completion: settle ev_k iterations, finish every run-out sequence
                 k = pod.ev_k
@@ -853,10 +854,11 @@ class SimCluster(_Lifecycle):
                 while True:  # a valid event has at least one sequence to finish
                     key, req = heappop(h)
                     fin[req] = t
-                    i = inp[req] + out[req]
+                    o = out[req]
+                    i = inp[req] + o
                     kv -= i + tok - key
                     kres -= i
-                    gen_done += out[req]
+                    gen_done += o
                     nrun -= 1
                     if not h or h[0][0] > tok:
                         break
@@ -886,9 +888,9 @@ class SimCluster(_Lifecycle):
                     k = h[0][0] - tok
                     if k < 0:
                         k = 0
-                    te = t + k * (t0 + a * nrun + b * kv) + b * nrun * k * (k - 1) * 0.5
+                    te = t + k * (t0 + a * nrun + b * (kv + nrun * (k - 1) * 0.5))
                     pod.ev_k = k
-                    heappush(heap, (te, next(seq), pod, v))
+                    heappush(heap, (te, pod.pid, v, pod))
                 elif pod.state == draining:
                     self._gone(pod, t)
             else:
@@ -897,7 +899,7 @@ class SimCluster(_Lifecycle):
                 req = ai
                 t = ta
                 ai += 1
-                ta = arr[ai] if ai < n else inf
+                ta = arr[ai]
                 need = inp[req] + out[req]
                 m = ml[0]
                 if queue or need > max_kv or m >= max_seqs:
@@ -984,9 +986,9 @@ class SimCluster(_Lifecycle):
                 k = h[0][0] - tok
                 if k < 0:
                     k = 0
-                te = end + k * (t0a + a + b * kv) + b * nrun * k * (k - 1) * 0.5
+                te = end + k * (t0a + a + b * (kv + nrun * (k - 1) * 0.5))
                 pod.ev_k = k
-                heappush(heap, (te, next(seq), pod, v))
+                heappush(heap, (te, pod.pid, v, pod))
         self._ai = ai
         self._completed += completed
         self._gen_done += gen_done
@@ -1187,7 +1189,7 @@ class SimCluster(_Lifecycle):
         b = self._b
         te = pod.t_tok + k * (self._t0 + self._a * nrun + b * pod.kv) + b * nrun * k * (k - 1) * 0.5
         pod.ev_k = k
-        heapq.heappush(self._heap, (te, next(self._seq), pod, pod.ver))
+        heapq.heappush(self._heap, (te, pod.pid, pod.ver, pod))
 
     # ---- lifecycle hooks -----------------------------------------------------------------
 
@@ -1549,6 +1551,8 @@ class FluidCluster(_Lifecycle):
 
     def advance(self, until_s: float) -> None:
         """Step the fluid model to until_s (steps of at most step_s, split at events)."""
+        if not math.isfinite(until_s):
+            raise ValueError(f"until_s must be finite, got {until_s}")
         if until_s < self._now - 1e-9:
             raise ValueError(f"until_s={until_s} lies before the simulated present {self._now}")
         heap = self._heap
