@@ -123,6 +123,21 @@ def test_event_driven_replica_equals_per_iteration_stepping(
     np.testing.assert_allclose(r.finish_s, fin, rtol=0, atol=1e-9)
 
 
+def test_long_prompt_is_prefilled_in_chunks_of_the_token_budget() -> None:
+    # 20,000 prompt tokens with an 8,192-token budget on an idle replica: ceil(20000/8192)
+    # = 3 iterations of t0 plus g * 20000 of prefill, then 9 decode iterations whose
+    # context grows from 20,001 tokens: (t0 + a + b (20001 + j) / 1000) for j = 0..8
+    c = SimCluster(NO_SPOT, DEFAULT, initial={"on_demand": 1})
+    c.submit([1.0], [20_000], [10])
+    c.advance(100.0)
+    r = c.results()
+    ttft_ms = 3 * 7.0 + 0.028 * 20_000
+    decode_ms = sum(7.0 + 0.020 + 0.065 * (20_001 + j) / 1000 for j in range(9))
+    assert r.first_token_s[0] == pytest.approx(1.0 + ttft_ms / 1e3, rel=1e-12)
+    assert r.finish_s[0] == pytest.approx(1.0 + (ttft_ms + decode_ms) / 1e3, rel=1e-12)
+    assert r.itl_s[0] == pytest.approx(decode_ms / 9 / 1e3, rel=1e-12)
+
+
 def test_open_loop_itl_matches_the_mean_field_model() -> None:
     # azure-conv tokens at 12.9 req/s on one replica: about 64 in flight, ITL ~23.3 ms
     n = 20_000
@@ -336,6 +351,16 @@ def test_shortage_keeps_spot_pods_pending_unbilled_and_flags_them() -> None:
     r = c.results()
     # billed from 400 (node boot), not from 150: 2 x 600 s
     assert r.gpu_seconds["spot"] == pytest.approx(2 * 600.0)
+
+
+def test_a_shortage_keeps_spot_pods_pending_even_with_a_free_warm_slot() -> None:
+    cfg = ClusterConfig(spot_hazard_per_hour=0.0, spot_shortages=((0.0, 500.0),))
+    c = SimCluster(cfg, DEFAULT, initial={"on_demand": 1, "warm": 1})
+    c.set_desired("spot", 1, 10.0)
+    assert c.pods("spot")[0]["state"] == "Pending"
+    assert c.facts(10.0, 60)["ready_warm"] == 1  # the slot is kept
+    c.set_desired("on_demand", 2, 20.0)  # on-demand is not short: takes the slot
+    assert c.pods("on_demand")[1]["warm_start"]
 
 
 def test_scale_down_cancels_pending_pods_first() -> None:
