@@ -486,6 +486,42 @@ def test_history_matches_observe_and_splits_long_ranges(live: World) -> None:
 
 
 @pytest.mark.prometheus
+def test_incremental_observe_reads_the_end_only_and_equals_a_full_read(live: World) -> None:
+    window = {"window_s": 10.0}  # 11 points
+    wait_until(live.t_ready + 12)  # the whole window holds data
+    ws = many()[:10] + [workload("two-pods"), workload("surge"), workload("nan-q")]
+    inc = src_of(live, refetch_s=3.0, **window)
+    first = inc.observe(ws, time.time())
+    assert inc.last_fetched_points == [11] * 4  # nothing to reuse yet
+    time.sleep(2.0)
+    now = time.time()
+    again = inc.observe(ws, now)
+    # the grid moved by ~2 steps: read those + the 3 s re-read (4 points), not all 11
+    moved = int(round(again.t_s[-1] - first.t_s[-1]))
+    assert inc.last_fetched_points == [moved + 3 + 1] * 4
+    reused = 11 - (moved + 4)
+    # the reuse carried data (all rows but nan-q, whose queue is NaN by design)
+    assert np.isfinite(again.metrics["queue"][:-1, :reused]).all()
+    full = src_of(live, incremental=False, **window).observe(ws, now)
+    np.testing.assert_array_equal(again.t_s, full.t_s)
+    for fam, arr in full.metrics.items():
+        # exact, the surge row's ramp included: a column shifted by one would show
+        np.testing.assert_array_equal(again.metrics[fam], arr, err_msg=fam)
+    assert again.errors == full.errors
+    np.testing.assert_array_equal(again.stale, full.stale)
+
+
+@pytest.mark.prometheus
+def test_a_changed_workload_set_is_read_in_full(live: World) -> None:
+    src = src_of(live, refetch_s=3.0)
+    src.observe(many()[:5], time.time())
+    src.observe(many()[:6], time.time())  # other selector: other queries, nothing to reuse
+    assert src.last_fetched_points == [31] * 4
+    src.observe(many()[:6], time.time())
+    assert max(src.last_fetched_points) < 31
+
+
+@pytest.mark.prometheus
 def test_prometheus_killed_then_restarted(live: World) -> None:
     src = src_of(live, attempts=2, backoff_s=0.05)
     ws = many()[:5]

@@ -221,6 +221,16 @@ class PrometheusSourceConfig(BaseModel):
         ge=64,
         description="Longer workload-name selectors fall back to namespaces only.",
     )
+    incremental: bool = Field(
+        default=True,
+        description="observe() re-reads only the end of the window and reuses the rest.",
+    )
+    refetch_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How far before the previous window's end observe() reads again: covers "
+        "scrapes that land late (scrape_timeout), staleness markers, rule or remote-write lag.",
+    )
     max_parallel_queries: int = Field(
         default=4, ge=1, le=32, description="Range queries in flight at once (1 = in turn)."
     )
@@ -362,6 +372,20 @@ class QueryPlan:
         return sorted({i for by_key in self.rows.values() for ix in by_key.values() for i in ix})
 
 
+@dataclass
+class _Block:
+    """One query's per-series windows on a grid: what the next observe() reuses.
+
+    keys: (namespace, workload) -> row of `values`/`flags` ([k, s]); values NaN where
+    absent or dropped; flags 1 = non-finite dropped, 2 = negative dropped."""
+
+    t0_s: float
+    step_s: float
+    keys: dict[RowKey, int]
+    values: F64
+    flags: np.ndarray
+
+
 def plan_queries(
     workloads: Sequence[Workload], max_selector_chars: int = 4096
 ) -> tuple[list[QueryPlan], dict[str, list[int]]]:
@@ -492,8 +516,10 @@ class PrometheusMetricsSource:
         self.queries_total = 0
         self.requests_total = 0
         self.last_queries: list[str] = []
+        self.last_fetched_points: list[int] = []
         self._count_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._blocks: dict[str, _Block] = {}
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> PrometheusMetricsSource:
@@ -526,7 +552,9 @@ class PrometheusMetricsSource:
         step = self.config.step_s
         end = math.floor(now_s / step) * step
         n_steps = int(math.floor(self.config.window_s / step + 1e-9))
-        return self._windows(workloads, end - n_steps * step, end, step, now_s)
+        return self._windows(
+            workloads, end - n_steps * step, end, step, now_s, reuse=self.config.incremental
+        )
 
     def history(
         self, workloads: Sequence[Workload], start_s: float, end_s: float, step_s: float
@@ -558,7 +586,13 @@ class PrometheusMetricsSource:
         end: float,
         step: float,
         ref_now_s: float,
+        reuse: bool = False,
     ) -> MetricWindows:
+        """Query every plan over the grid [start, end] and assemble the windows.
+
+        reuse: take the part of the grid the previous call already read from its blocks and
+        query only from `refetch_s` before that call's end (observe()); history() reads all.
+        """
         n = len(workloads)
         n_samples = int(round((end - start) / step)) + 1
         t_s: F64 = start + step * np.arange(n_samples, dtype=np.float64)
@@ -568,11 +602,11 @@ class PrometheusMetricsSource:
         }
         errors: dict[int, list[str]] = {}
         family_failed: dict[str, set[int]] = {}
-        self.last_queries = []
 
         def fail(plan: QueryPlan, message: str) -> None:
             for fam, by_key in plan.rows.items():
                 for ix in by_key.values():
+                    metrics[fam][ix, :] = np.nan
                     for i in ix:
                         errors.setdefault(i, []).append(message.replace("{family}", fam))
                         family_failed.setdefault(fam, set()).add(i)
@@ -582,37 +616,41 @@ class PrometheusMetricsSource:
                 fail(plan, plan.error)
         good = [p for p in plans if p.error is None]
         self.last_queries = [p.promql for p in good]
+        # Per plan: the block to reuse and the first grid column to query.
+        previous = [self._blocks.get(p.promql) if reuse else None for p in good]
+        first_col = [self._first_column(b, t_s, step) for b in previous]
         chunk = self.config.max_points_per_query
         tasks = [
             (k, lo, min(n_samples, lo + chunk))
             for k in range(len(good))
-            for lo in range(0, n_samples, chunk)
+            for lo in range(first_col[k], n_samples, chunk)
         ]
         if tasks:
             self._client.headers = self._headers()  # token re-read once per call
-        # (family, row) -> [non-finite, negative] samples dropped, per plan
-        counts: list[dict[tuple[str, int], list[int]]] = [{} for _ in good]
-        rejected: dict[int, str] = {}
         answers = self._run_all(
             [(good[k].promql, float(t_s[lo]), float(t_s[hi - 1]), step) for k, lo, hi in tasks]
         )
-        for (k, lo, hi), answer in zip(tasks, answers, strict=True):
+        self.last_fetched_points = [hi - lo for _, lo, hi in tasks]
+        by_plan: list[list[list[dict[str, Any]]]] = [[] for _ in good]
+        rejected: dict[int, str] = {}
+        for (k, _, _), answer in zip(tasks, answers, strict=True):
             if isinstance(answer, _QueryRejected):
                 rejected.setdefault(k, str(answer))
-            elif k not in rejected:
-                self._fill(good[k], answer, t_s[lo], step, lo, hi, metrics, errors, counts[k])
+            else:
+                by_plan[k].append(answer)
+        blocks: dict[str, _Block] = {}
         for k, plan in enumerate(good):
             if k in rejected:
-                for fam, by_key in plan.rows.items():  # no half-filled windows
-                    for ix in by_key.values():
-                        metrics[fam][ix, :] = np.nan
                 fail(plan, f"{{family}}: query rejected ({rejected[k]}): {_short(plan.template)}")
                 continue
-            for (fam, i), (n_bad, n_neg) in sorted(counts[k].items()):
-                if n_bad:
-                    errors.setdefault(i, []).append(f"{fam}: {n_bad} non-finite sample(s) dropped")
-                if n_neg:
-                    errors.setdefault(i, []).append(f"{fam}: {n_neg} negative sample(s) dropped")
+            prev = previous[k] if first_col[k] > 0 else None
+            block, dup, unlabelled = self._build_block(
+                plan, by_plan[k], t_s, step, first_col[k], prev
+            )
+            blocks[plan.promql] = block
+            self._scatter(plan, block, metrics, errors, dup, unlabelled)
+        if reuse:
+            self._blocks = blocks  # only the current plans: a changed query starts afresh
 
         stale = self._staleness(workloads, t_s, metrics, wanted, family_failed, ref_now_s, errors)
         return MetricWindows(
@@ -621,6 +659,20 @@ class PrometheusMetricsSource:
             stale=stale,
             errors={i: "; ".join(msgs) for i, msgs in sorted(errors.items())},
         )
+
+    def _first_column(self, prev: _Block | None, t_s: F64, step: float) -> int:
+        """First grid column to query: 0, or `refetch_s` before the previous block's end."""
+        if prev is None or prev.step_s != step or prev.values.shape[1] == 0:
+            return 0
+        offset = (t_s[0] - prev.t0_s) / step
+        if abs(offset - round(offset)) > 1e-6 or offset < 0:
+            return 0  # another grid
+        prev_end = prev.t0_s + (prev.values.shape[1] - 1) * step
+        if prev_end < t_s[0]:
+            return 0  # no overlap: the previous tick is older than the window
+        # Re-read what late scrapes, staleness markers or rule lag may still change.
+        col = int(math.ceil((prev_end - self.config.refetch_s - float(t_s[0])) / step - 1e-9))
+        return max(0, min(col, int(t_s.shape[0]) - 1))
 
     def _run_all(
         self, queries: list[tuple[str, float, float, float]]
@@ -658,93 +710,119 @@ class PrometheusMetricsSource:
             out.append(answer)
         return out
 
-    def _fill(
+    def _build_block(
         self,
         plan: QueryPlan,
-        result: list[dict[str, Any]],
-        t0: float,
+        answers: list[list[dict[str, Any]]],
+        t_s: F64,
         step: float,
-        lo: int,
-        hi: int,
-        metrics: dict[str, F64],
-        errors: dict[int, list[str]],
-        counts: dict[tuple[str, int], list[int]],
-    ) -> None:
-        """Write one query's series into the rows they belong to.
+        first_col: int,
+        prev: _Block | None,
+    ) -> tuple[_Block, set[RowKey], int]:
+        """Per-series windows of one plan: `prev` for columns < first_col, answers after.
 
-        Vectorised over the whole answer: one float conversion and one scatter per family
-        (1,000 series cost a few numpy calls, not a few per series)."""
+        Vectorised over each answer: one float conversion and one scatter (1,000 series
+        cost a few numpy calls, not a few per series). Returns the block, the keys that came
+        back as several series (the query does not aggregate by both labels) and the number
+        of series that lack a grouping label."""
         ns_label, wl_label = plan.namespace_label, plan.workload_label
-        seen: set[RowKey] = set()
+        asked: set[RowKey] = {rk for by_key in plan.rows.values() for rk in by_key}
+        keys: dict[RowKey, int] = dict(prev.keys) if prev is not None else {}
         dup: set[RowKey] = set()
         unlabelled = 0
-        flat: list[Any] = []  # [t, "v"] pairs of every targeted series, back to back
-        fam_ids = {fam: k for k, fam in enumerate(plan.rows)}
-        t_fam: list[int] = []  # per (series, family, row) target: family id, row, span in flat
-        t_row: list[int] = []
-        t_start: list[int] = []
-        t_len: list[int] = []
-        for series in result:
-            labels = series.get("metric", {})
-            ns, wl = labels.get(ns_label), labels.get(wl_label)
-            if ns is None or wl is None:
-                unlabelled += 1
-                continue
-            rk: RowKey = (str(ns), str(wl))
-            if rk in seen:
-                dup.add(rk)
-                continue
-            seen.add(rk)
-            values = series.get("values") or []
-            start = len(flat)
-            targeted = False
-            for fam, by_key in plan.rows.items():
-                for i in by_key.get(rk, ()):
-                    t_fam.append(fam_ids[fam])
-                    t_row.append(i)
-                    t_start.append(start)
-                    t_len.append(len(values))
-                    targeted = True
-            # untargeted: a workload nobody asked about (namespace-wide selector)
-            if targeted:
+        flat: list[Any] = []  # [t, "v"] pairs of every kept series, back to back
+        key_of: list[int] = []  # per kept series: its key index, and its number of pairs
+        len_of: list[int] = []
+        for result in answers:
+            seen: set[RowKey] = set()
+            for series in result:
+                labels = series.get("metric", {})
+                ns, wl = labels.get(ns_label), labels.get(wl_label)
+                if ns is None or wl is None:
+                    unlabelled += 1
+                    continue
+                rk: RowKey = (str(ns), str(wl))
+                if rk not in asked:
+                    continue  # a workload nobody asked about (namespace-wide selector)
+                if rk in seen:
+                    dup.add(rk)
+                    continue
+                seen.add(rk)
+                values = series.get("values") or []
+                key_of.append(keys.setdefault(rk, len(keys)))
+                len_of.append(len(values))
                 flat.extend(values)
+        n_cols = t_s.shape[0]
+        vals = np.full((len(keys), n_cols), np.nan)
+        flags = np.zeros((len(keys), n_cols), dtype=np.int8)
+        if prev is not None and first_col > 0:
+            off = int(round((t_s[0] - prev.t0_s) / prev.step_s))
+            k_prev = prev.values.shape[0]
+            vals[:k_prev, :first_col] = prev.values[:, off : off + first_col]
+            flags[:k_prev, :first_col] = prev.flags[:, off : off + first_col]
         if flat:
             t = np.fromiter((p[0] for p in flat), np.float64, len(flat))
             v = np.fromiter((float(p[1]) for p in flat), np.float64, len(flat))
-            idx = np.rint((t - t0) / step).astype(np.int64) + lo
-            inside = (idx >= lo) & (idx < hi)
+            col = np.rint((t - t_s[0]) / step).astype(np.int64)
+            row = np.repeat(np.asarray(key_of, dtype=np.int64), np.asarray(len_of))
+            keep = (col >= first_col) & (col < n_cols)
+            col, row, v = col[keep], row[keep], v[keep]
             bad = ~np.isfinite(v)
             neg = v < 0  # False for NaN
-            clean = np.where(bad | neg, np.nan, v)
-            lens = np.asarray(t_len, dtype=np.int64)
-            # ragged arange: for every target, the positions of its values in `flat`
-            offsets = np.cumsum(lens) - lens
-            src = np.arange(int(lens.sum())) - np.repeat(offsets - np.asarray(t_start), lens)
-            rows_rep = np.repeat(np.asarray(t_row, dtype=np.int64), lens)
-            fam_rep = np.repeat(np.asarray(t_fam, dtype=np.int64), lens)
-            for fam, k in fam_ids.items():
-                pick = src[(fam_rep == k) & inside[src]]
-                rows_k = rows_rep[(fam_rep == k) & inside[src]]
-                metrics[fam][rows_k, idx[pick]] = clean[pick]
-                n = metrics[fam].shape[0]
-                n_bad = np.bincount(rows_k[bad[pick]], minlength=n)
-                n_neg = np.bincount(rows_k[neg[pick]], minlength=n)
-                for row in np.flatnonzero(n_bad + n_neg):
-                    c = counts.setdefault((fam, int(row)), [0, 0])
-                    c[0] += int(n_bad[row])
-                    c[1] += int(n_neg[row])
-        for rk in sorted(dup):
-            # Several series for one workload: the query does not aggregate by both labels.
-            for fam, by_key in plan.rows.items():
-                for i in by_key.get(rk, ()):
-                    metrics[fam][i, lo:hi] = np.nan
-                    errors.setdefault(i, []).append(
-                        f"{fam}: query returned several series for {rk[0]}/{rk[1]}; it must "
-                        f"aggregate by ({ns_label}, {wl_label}): {_short(plan.template)}"
-                    )
-        if unlabelled and not seen:
-            # e.g. a custom `sum(x)` without `by`: nothing can be attributed to a workload
-            for fam, by_key in plan.rows.items():
+            vals[row, col] = np.where(bad | neg, np.nan, v)
+            flags[row, col] = np.where(bad, 1, np.where(neg, 2, 0))
+        for rk in dup:
+            vals[keys[rk], :] = np.nan
+            flags[keys[rk], :] = 0
+        # forget series with nothing left in the window (gone workloads, old pods)
+        alive = ~np.isnan(vals).all(axis=1) | (flags != 0).any(axis=1)
+        if not alive.all():
+            order = sorted(keys, key=keys.__getitem__)
+            kept = [rk for rk, a in zip(order, alive, strict=True) if a]
+            keys = {rk: i for i, rk in enumerate(kept)}
+            vals, flags = vals[alive], flags[alive]
+        return _Block(float(t_s[0]), step, keys, vals, flags), dup, unlabelled
+
+    @staticmethod
+    def _scatter(
+        plan: QueryPlan,
+        block: _Block,
+        metrics: dict[str, F64],
+        errors: dict[int, list[str]],
+        dup: set[RowKey],
+        unlabelled: int,
+    ) -> None:
+        """Copy a plan's per-series windows into the rows that asked, with their messages."""
+        ns_label, wl_label = plan.namespace_label, plan.workload_label
+        for fam, by_key in plan.rows.items():
+            rows: list[int] = []
+            src: list[int] = []
+            for rk, ix in by_key.items():
+                ki = block.keys.get(rk)
+                if rk in dup:
+                    for i in ix:
+                        errors.setdefault(i, []).append(
+                            f"{fam}: query returned several series for {rk[0]}/{rk[1]}; it must "
+                            f"aggregate by ({ns_label}, {wl_label}): {_short(plan.template)}"
+                        )
+                elif ki is not None:
+                    rows.extend(ix)
+                    src.extend([ki] * len(ix))
+            if rows:
+                metrics[fam][rows] = block.values[src]
+                f = block.flags[src]
+                n_bad, n_neg = (f == 1).sum(axis=1), (f == 2).sum(axis=1)
+                for j in np.flatnonzero(n_bad + n_neg):
+                    if n_bad[j]:
+                        errors.setdefault(rows[j], []).append(
+                            f"{fam}: {n_bad[j]} non-finite sample(s) dropped"
+                        )
+                    if n_neg[j]:
+                        errors.setdefault(rows[j], []).append(
+                            f"{fam}: {n_neg[j]} negative sample(s) dropped"
+                        )
+            if unlabelled and not block.keys:
+                # e.g. a custom `sum(x)` without `by`: nothing can be attributed to a workload
                 for ix in by_key.values():
                     for i in ix:
                         errors.setdefault(i, []).append(

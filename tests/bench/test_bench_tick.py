@@ -14,8 +14,13 @@ Run: make bench  (or .venv/bin/pytest -q -s tests/bench/test_bench_tick.py)
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 import statistics
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ N_NAMESPACES = 10
 WINDOW_S = 600.0
 STEP_S = 15.0
 HISTORY_S = 660.0
+SCRAPE_S = 5.0
 N_TIMED = 5
 
 SCENARIOS: list[dict[str, Any]] = [
@@ -82,25 +88,37 @@ def _workloads() -> list[Workload]:
     ]
 
 
-@pytest.fixture(scope="module")
-def bench_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    if not have_prometheus():
-        pytest.skip("prometheus binary not found (Debian package prometheus)")
-    exporter = MetricsExporter("text")  # keeps the vllm: names, as backfilled below
+def _serve_exporter(ports: Any, stop: Any, t0: float, hist_start: float) -> None:
+    """Child process: the exporter, away from the GIL of the process being timed."""
+    exporter = MetricsExporter("text")  # keeps the vllm: names, as backfilled
+    for i in range(N_WORKLOADS):
+        waiting, running, ok_rps, p_tps, g_tps = _rates(i)
+        exporter.set_vllm(_ns(i), _name(i), waiting, running, ok_rps, p_tps, g_tps)
+        # live counters carry on from the backfilled ones (no reset at the seam)
+        for metric, r in (
+            (VLLM_SUCCESS, ok_rps),
+            (VLLM_PROMPT_TOKENS, p_tps),
+            (VLLM_GENERATION_TOKENS, g_tps),
+        ):
+            exporter.inc(metric, _ns(i), _name(i), r * (t0 - hist_start))
     exporter.start()
-    t0 = time.time()
-    hist_start = t0 - HISTORY_S
+    ports.put(exporter.port)
+    stop.wait(600)
+    exporter.stop()
+
+
+def _history(target: str, hist_start: float, t0: float) -> tuple[str, int]:
+    """OpenMetrics backfill of the same series, with the labels the scrape will add."""
     series: list[tuple[str, str, dict[str, str], Any]] = []
     for i in range(N_WORKLOADS):
         waiting, running, ok_rps, p_tps, g_tps = _rates(i)
-        # the labels the live scrape will carry (job, instance added by Prometheus): one series
         labels = {
             "namespace": _ns(i),
             "workload": _name(i),
             "pod": "pod-0",
             "model_name": _name(i),
             "job": "exporter",
-            "instance": exporter.target,
+            "instance": target,
         }
         series += [
             (VLLM_WAITING, "gauge", labels, lambda t, v=waiting: v),
@@ -114,62 +132,109 @@ def bench_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prome
             (VLLM_PROMPT_TOKENS, "counter", labels, lambda t, r=p_tps: r * (t - hist_start)),
             (VLLM_GENERATION_TOKENS, "counter", labels, lambda t, r=g_tps: r * (t - hist_start)),
         ]
-        # live series carry on from the backfilled counters (no reset at the seam)
-        exporter.set_vllm(_ns(i), _name(i), waiting, running, ok_rps, p_tps, g_tps)
-        for metric, r in ((VLLM_SUCCESS, ok_rps), (VLLM_PROMPT_TOKENS, p_tps)):
-            exporter.inc(metric, _ns(i), _name(i), r * (t0 - hist_start))
-        exporter.inc(VLLM_GENERATION_TOKENS, _ns(i), _name(i), g_tps * (t0 - hist_start))
     stamps = np.arange(hist_start, t0 - STEP_S, STEP_S)
-    server = PrometheusServer(Path(tmp_path_factory.mktemp("bench-prom")), [exporter.target])
-    t_text = time.perf_counter()
-    text = openmetrics_history(series, stamps)
-    t_fill = time.perf_counter()
-    server.backfill_openmetrics(text)
-    t_start = time.perf_counter()
-    server.start()
+    return openmetrics_history(series, stamps), len(stamps)
+
+
+@pytest.fixture(scope="module")
+def bench_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    if not have_prometheus():
+        pytest.skip("prometheus binary not found (Debian package prometheus)")
+    t0 = time.time()
+    hist_start = t0 - HISTORY_S
+    ctx = multiprocessing.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=_serve_exporter, args=(ports, stop, t0, hist_start), daemon=True)
+    child.start()
     try:
-        server.wait_scraped(2, timeout_s=30)
-        print(
-            f"\nsetup: {exporter.n_series()} live series, {len(stamps)} backfilled points each; "
-            f"text {t_fill - t_text:.1f} s, promtool {t_start - t_fill:.1f} s, "
-            f"start + 2 scrapes {time.perf_counter() - t_start:.1f} s"
+        target = f"127.0.0.1:{ports.get(timeout=60)}"
+        server = PrometheusServer(
+            Path(tmp_path_factory.mktemp("bench-prom")), [target], scrape_interval_s=SCRAPE_S
         )
-        yield server
+        t_text = time.perf_counter()
+        text, n_points = _history(target, hist_start, t0)
+        t_fill = time.perf_counter()
+        server.backfill_openmetrics(text)
+        t_start = time.perf_counter()
+        server.start()
+        try:
+            server.wait_scraped(1, timeout_s=60)
+            started_s = time.perf_counter() - t_start
+            print(
+                f"\nsetup: {N_WORKLOADS * 5} series, {n_points} backfilled points each, live "
+                f"scrape every {SCRAPE_S:g} s; text {t_fill - t_text:.1f} s, promtool "
+                f"{t_start - t_fill:.1f} s, start + first scrape {started_s:.1f} s"
+            )
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
-        exporter.stop()
+        stop.set()
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=10)
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _eval_s(server: PrometheusServer, promql: str, start: float, end: float) -> float:
+    """Prometheus' own evaluation time for one range query (its stats=all), seconds."""
+    query = urllib.parse.urlencode(
+        {"query": promql, "start": start, "end": end, "step": STEP_S, "stats": "all"}
+    )
+    with urllib.request.urlopen(f"{server.url}/api/v1/query_range?{query}", timeout=60) as r:
+        return float(json.loads(r.read())["data"]["stats"]["timings"]["evalTotalTime"])
 
 
 def test_observe_1000_workloads(bench_prometheus: PrometheusServer) -> None:
     ws = _workloads()
     src = PrometheusMetricsSource.from_url(bench_prometheus.url, window_s=WINDOW_S, step_s=STEP_S)
     src.observe(ws, time.time())  # warm-up: connection, Prometheus caches
+    assert bench_prometheus.proc is not None
+    prom_pid = bench_prometheus.proc.pid
     walls: list[float] = []
+    client_cpu: list[float] = []
+    server_cpu: list[float] = []
     q0 = src.queries_total
     out = None
+    load_before = os.getloadavg()[0]
     for _ in range(N_TIMED):
-        t = time.perf_counter()
+        t, c, p = time.perf_counter(), time.process_time(), _cpu_s(prom_pid)
         out = src.observe(ws, time.time())
         walls.append(time.perf_counter() - t)
+        client_cpu.append(time.process_time() - c)
+        server_cpu.append(_cpu_s(prom_pid) - p)
     assert out is not None
     per_tick = (src.queries_total - q0) / N_TIMED
+    start, end = float(out.t_s[0]), float(out.t_s[-1])
+    evals = [sum(_eval_s(bench_prometheus, q, start, end) for q in src.last_queries)]
+    evals.append(sum(_eval_s(bench_prometheus, q, start, end) for q in src.last_queries))
     s = out.t_s.shape[0]
     finite = np.isfinite(out.metrics["queue"]).mean()
+    med = statistics.median
     print(
         f"observe: {N_WORKLOADS} workloads, {len(out.metrics)} families, {per_tick:g} queries "
-        f"per tick, window {s} points; wall median {statistics.median(walls) * 1e3:.0f} ms, "
-        f"min {min(walls) * 1e3:.0f} ms, max {max(walls) * 1e3:.0f} ms (target <= 1000 ms); "
-        f"queue samples present {finite:.0%}"
+        f"per tick, window {s} points x {STEP_S:g} s; wall median {med(walls) * 1e3:.0f} ms "
+        f"(min {min(walls) * 1e3:.0f}, max {max(walls) * 1e3:.0f}; target <= 1000 ms)\n"
+        f"  per tick: Prometheus evaluation {min(evals) * 1e3:.0f} ms (its stats, 4 queries "
+        f"summed), Prometheus CPU {med(server_cpu) * 1e3:.0f} ms, this process CPU "
+        f"{med(client_cpu) * 1e3:.0f} ms (HTTP, JSON, arrays); machine: {os.cpu_count()} "
+        f"cores, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     )
     # sanity, not timing: the batched plan and the values
     assert per_tick == 4
-    assert not out.stale.any() and out.errors == {}
+    assert not out.stale.any() and out.errors == {}, list(out.errors.items())[:3]
     np.testing.assert_array_equal(out.metrics["queue"][:, -1], [i % 7 for i in range(N_WORKLOADS)])
     np.testing.assert_allclose(
         out.metrics["rps"][:, -1], [1.0 + i % 4 for i in range(N_WORKLOADS)], rtol=0.15
     )
     assert finite > 0.9  # the backfilled window is full
-    assert statistics.median(walls) < 30.0  # loose: a broken plan would be minutes
+    assert med(walls) < 30.0  # loose: a plan of one query per workload would take minutes
 
     _time_policy(ws, out, walls)
 
