@@ -206,6 +206,8 @@ class UsageError(Exception):
 
 def _guarded(body: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        import logging
+
         from rich.console import Console
 
         from simulator.replay.client import EndpointError
@@ -213,8 +215,10 @@ def _guarded(body: Callable[[argparse.Namespace, Any], int]) -> Callable[[argpar
         from simulator.replay.replay import ReplayError
         from simulator.traces import TraceError
 
-        console = Console(stderr=False, highlight=False)
-        err = Console(stderr=True, highlight=False)
+        # one line per HTTP request from httpx would drown the progress lines
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        console = Console(stderr=False, highlight=False, soft_wrap=True)
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
         try:
             return body(args, console)
         except TorchMissing as e:

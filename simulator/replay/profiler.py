@@ -264,21 +264,40 @@ async def measure_point(
     duration_s: float,
     warmup_s: float,
     seed: int = 0,
+    min_requests: int | None = None,
+    max_duration_s: float | None = None,
     drain_timeout_s: float = 120.0,
 ) -> tuple[ProfilePoint, float, float]:
     """Run one grid point (module docstring). Returns the point and its measurement window
-    (start, end) on time.perf_counter(). Raises EndpointError when every request failed."""
+    (start, end) on time.perf_counter().
+
+    The window is ``duration_s`` long after ``warmup_s``, stretched (up to
+    ``max_duration_s``, default 4 x duration_s) until ``min_requests`` (default
+    max(concurrency, 8)) requests have started in it: at high load one request can take
+    longer than the window. Raises EndpointError when every request failed."""
     rng = random.Random(f"{seed}-{concurrency}-{input_tokens}-{output_tokens}")
     clock = time.perf_counter
     t_begin = clock()
     w0, w1 = t_begin + warmup_s, t_begin + warmup_s + duration_s
+    w_max = w0 + (max_duration_s if max_duration_s is not None else 4.0 * duration_s)
+    need = min_requests if min_requests is not None else max(concurrency, 8)
     results: list[StreamResult] = []
     errors: list[str] = []
     o_lo, o_hi = max(1, output_tokens // 2), max(1, (3 * output_tokens) // 2)
+    state = {"started_in_window": 0, "stop": math.inf}
+
+    def keep_going() -> bool:
+        now = clock()
+        if now >= state["stop"]:
+            return False
+        if now < w1 or (state["started_in_window"] < need and now < w_max):
+            return True
+        state["stop"] = now
+        return False
 
     async def client_loop(k: int) -> None:
         first = True
-        while clock() < w1:
+        while keep_going():
             n_out = rng.randint(1, output_tokens) if first else rng.randint(o_lo, o_hi)
             first = False
             payload: dict[str, Any] = {
@@ -289,6 +308,8 @@ async def measure_point(
             }
             if model:
                 payload["model"] = model
+            if clock() >= w0:
+                state["started_in_window"] += 1
             try:
                 results.append(await stream_completion(client, endpoint, payload, clock))
             except EndpointError as e:
@@ -297,7 +318,7 @@ async def measure_point(
                     raise
 
     tasks = [asyncio.create_task(client_loop(k)) for k in range(concurrency)]
-    remaining = w1 - clock() + drain_timeout_s
+    remaining = w_max - clock() + drain_timeout_s
     done, pending = await asyncio.wait(tasks, timeout=max(1.0, remaining))
     for t in pending:
         t.cancel()
@@ -305,9 +326,9 @@ async def measure_point(
         exc = t.exception()
         if exc is not None and not results:
             raise exc
-    measured = [r for r in results if r.sent_s >= w0 and r.sent_s < w1]
+    w_end = min(state["stop"], w_max)
+    measured = [r for r in results if w0 <= r.sent_s < w_end]
     spans = [(r.sent_s, r.finish_s) for r in results]
-    w_end = min(w1, max((r.finish_s for r in results), default=w1))
     if not measured:
         if errors:
             raise EndpointError(errors[0])
@@ -325,15 +346,15 @@ async def measure_point(
             out_tps=nan,
             rps=nan,
             c_eff=_in_flight_mean(spans, w0, w_end),
-            window_s=duration_s,
+            window_s=w_end - w0,
         )
-        return point, w0, w1
+        return point, w0, w_end
     ttft = np.array([r.ttft_s for r in measured]) * 1e3
     itl = np.array([r.itl_s for r in measured]) * 1e3
     e2e = np.array([r.e2e_s for r in measured]) * 1e3
     n_out = np.array([r.completion_tokens for r in measured], dtype=np.float64)
-    window = w1 - w0
-    done_in = [r for r in results if w0 <= r.finish_s < w1]
+    window = w_end - w0
+    done_in = [r for r in results if w0 <= r.finish_s < w_end]
     point = ProfilePoint(
         concurrency=concurrency,
         input_tokens=input_tokens,
@@ -346,10 +367,10 @@ async def measure_point(
         e2e_ms=float(np.nanmean(e2e)),
         out_tps=float(sum(r.completion_tokens for r in done_in) / window),
         rps=len(done_in) / window,
-        c_eff=_in_flight_mean(spans, w0, w1),
+        c_eff=_in_flight_mean(spans, w0, w_end),
         window_s=window,
     )
-    return point, w0, w1
+    return point, w0, w_end
 
 
 async def _engine_records(client: Any, endpoint: str, since: float) -> np.ndarray | None:
