@@ -299,7 +299,7 @@ class _Pod:
         "routed",  # Ready and not draining: in the routing buckets
         # the last committed prefill block (for amending)
         "c_start",  # s, start of the last committed prefill block
-        "c_block",  # [base_s, prompt tokens, token budget, iterations, joined requests]
+        "c_block",  # (base_s, prompt tokens, token budget, iterations, (joined requests))
     )
 
     def __init__(self, pid: int, pool: str, now_s: float) -> None:
@@ -321,7 +321,7 @@ class _Pod:
         self.ev_k = 0
         self.routed = False
         self.c_start = -math.inf
-        self.c_block: list[Any] = []
+        self.c_block: tuple[float, int, int, int, tuple[int, ...]] = (0.0, 0, 1, 1, ())
 
 
 class _Lifecycle:
@@ -809,6 +809,9 @@ class SimCluster(_Lifecycle):
             raise ValueError(f"until_s must be finite, got {until_s}")
         if until_s < self._now - 1e-9:
             raise ValueError(f"until_s={until_s} lies before the simulated present {self._now}")
+        self._run(until_s)
+
+    def _run(self, until_s: float) -> None:
         # The hot loop: arrivals and completions are inlined (this runs once per request);
         # lifecycle events and queueing go through methods.
         heap = self._heap
@@ -974,7 +977,7 @@ class SimCluster(_Lifecycle):
                 heappush(h, (tok + o - 1, req))
                 first[req] = end
                 pod.c_start = start
-                pod.c_block = [base, i, beta, nit, [req]]
+                pod.c_block = (base, i, beta, nit, (req,))
                 # routing bucket nrun - 1 -> nrun (not always m: a settle may finish some)
                 bm = buckets[nrun - 1]
                 del bm[pod]
@@ -1077,11 +1080,11 @@ class SimCluster(_Lifecycle):
         if t <= pod.c_start:
             # The last committed prefill block has not started: amend it if the request
             # fits its token budget without another chunk.
-            block = pod.c_block
-            base, p, beta, nit, join = block
+            base, p, beta, nit, join = pod.c_block
             p += inp
             if (p + beta - 1) // beta <= nit:
-                block[1] = p
+                join = (*join, req)
+                pod.c_block = (base, p, beta, nit, join)
                 end = pod.c_start + base + g * p
                 pod.t_tok = end
                 nrun = pod.n_run + 1
@@ -1091,7 +1094,6 @@ class SimCluster(_Lifecycle):
                 self._prompt_total += inp
                 heapq.heappush(pod.heap, (pod.tok + out - 1, req))
                 first = self._first
-                join.append(req)
                 for r in join:
                     first[r] = end
                 if pod.routed:
@@ -1147,7 +1149,7 @@ class SimCluster(_Lifecycle):
         heapq.heappush(pod.heap, (tok + out - 1, req))
         self._first[req] = end
         pod.c_start = start
-        pod.c_block = [base, inp, beta, nit, [req]]
+        pod.c_block = (base, inp, beta, nit, (req,))
         if pod.routed:
             self._set_load(pod, nrun, nrun + 1)
         self._resched(pod)
