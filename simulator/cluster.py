@@ -93,7 +93,19 @@ equal per-iteration stepping of the same rules, except where noted:
   completions at that boundary (at most one iteration ahead) free their slot and are
   recorded at that moment; a kill within that iteration does not undo them;
 - generation/prompt token counters count a committed iteration's tokens when it is
-  committed (at most one iteration early).
+  committed (at most one iteration early);
+- an arrival within 1e-9 iterations after a boundary joins that boundary (a rounding
+  margin of the closed-form solve; picoseconds).
+
+tests/test_cluster.py checks first-token and finish times against per-iteration stepping
+(to 1e-9 s, with slot, KV and token-budget limits binding) and the M/M/c limit against
+Erlang C.
+
+Cost: one arrival, about one completion event and one superseded event per request; no
+per-token or per-iteration work. Routing keeps replicas in buckets by running sequences,
+so finding the least-loaded replica is O(1). About 33k CPU instructions per request on
+CPython 3.11 (tests/bench/test_bench_sim.py: 1 M requests on 30 replicas). Memory: a few
+Python lists of length m (~200 B per request); for multi-day traces use FluidCluster.
 """
 
 from __future__ import annotations
