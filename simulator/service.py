@@ -30,8 +30,13 @@ Steady state (``steady_state``, ``capacity_rps``) is a mean-field model of a rep
   at arrival, then the iteration that carries the request's own prefill (no queueing);
 - throughput X(c) = c / (TTFT_min(c) + (O - 1) * ITL(c))                  [req/s]
 
-This reproduces the section 3.4 tables (e.g. azure-conv 1155/211 at c = 64: ITL 23.3 ms,
-12.9 req/s). ``capacity_rps`` is X at the largest concurrency the engine admits
+This reproduces the section 3.4 ITL and req/s tables (e.g. azure-conv 1155/211 at c = 64:
+ITL 23.3 ms, 12.9 req/s). Its TTFT_min is a few ms above that table's column (67 vs 63 ms
+at c = 64; the table adds t0 where this adds half an iteration), and a per-request
+simulation with Poisson arrivals sees more still (mean 82 ms at 12.9 req/s): requests that
+arrive during one iteration share the next one's prefill.
+
+``capacity_rps`` is X at the largest concurrency the engine admits
 (``max_num_seqs``, and ``max_kv_tokens`` reserved at ``I + O`` per request) that also meets
 the optional ITL and TTFT targets; X grows with c, so that concurrency gives the most
 throughput inside the targets. The TTFT target is checked against TTFT_min, i.e. without
