@@ -400,11 +400,11 @@ def _run_all(
             )
             bar.update(task, completed=1.0)
             runs.append(run)
-    return runs, oracle_for(runs[0])
+    return runs, (oracle_for(runs[0]), oracle_for(runs[0], spot=False))
 
 
 def _finish(
-    prep: Prepared, runs: list[Any], oracle: Any, args: argparse.Namespace, console: Any
+    prep: Prepared, runs: list[Any], oracles: Any, args: argparse.Namespace, console: Any
 ) -> None:
     from simulator.report import (
         CompareReport,
@@ -415,7 +415,8 @@ def _finish(
     )
 
     targets = LatencyTargets.for_workload(prep.workload, itl_s=prep.itl_target_s)
-    reports = [build_report(r, oracle, targets) for r in runs]
+    oracle, hours_oracle = oracles
+    reports = [build_report(r, oracle, targets, hours_oracle) for r in runs]
     rep = CompareReport(
         trace=runs[0].trace,
         scenario=prep.workload.spec.policy.scenario.value,
@@ -423,6 +424,7 @@ def _finish(
         oracle=oracle,
         policies=reports,
         targets=targets,
+        oracle_on_demand=hours_oracle,
         info={
             "seed": args.seed,
             "workload": prep.workload.key,
@@ -470,8 +472,8 @@ def _simulate(args: argparse.Namespace, console: Any) -> int:
     prep = _prepare(args)
     for note in prep.notes:
         console.print(note, highlight=False)
-    runs, oracle = _run_all(prep, [args.policy], args, console)
-    _finish(prep, runs, oracle, args, console)
+    runs, oracles = _run_all(prep, [args.policy], args, console)
+    _finish(prep, runs, oracles, args, console)
     return 0
 
 
@@ -486,8 +488,8 @@ def _compare(args: argparse.Namespace, console: Any) -> int:
     prep = _prepare(args)
     for note in prep.notes:
         console.print(note, highlight=False)
-    runs, oracle = _run_all(prep, names, args, console)
-    _finish(prep, runs, oracle, args, console)
+    runs, oracles = _run_all(prep, names, args, console)
+    _finish(prep, runs, oracles, args, console)
     return 0
 
 

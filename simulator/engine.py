@@ -17,6 +17,8 @@ The loop sees the cluster only through the three adapters below:
   leaves no sample: gauges read NaN there (Prometheus writes staleness markers), rates use
   the samples that exist, and a workload whose newest sample is older than the workload's
   `metrics.stale_after_s` is marked stale.
+  `backlog` is the waiting queue; `backlog_age_s` is served only when the cluster's gauges
+  carry `oldest_wait_s` (neither SimCluster nor FluidCluster does yet, so it reads missing).
 - `SimClusterView` turns `SimCluster.facts` into `policies.types.ClusterFacts`.
 - `SimActuator` turns a scale-subresource patch into `SimCluster.set_desired`.
 
@@ -24,8 +26,16 @@ Initial replicas: the run starts with max(spec min_replicas, ceil(mean demand of
 minute / capacity per replica at SLO)) ready on-demand replicas (capped at max_replicas), so
 no policy starts from an empty cluster; the oracle gets the same replicas for free.
 
+Spot reclaims: unless the cluster config carries an explicit schedule, the engine draws the
+per-zone reclaim events (`zone_reclaims`, Poisson at spot_hazard_per_hour per zone) from the
+seed and hands them to the cluster, so all policies run with one seed face the same reclaims
+and the oracle knows them.
+
+Cost is the cluster's billing over the whole run: the horizon plus the short tail in which
+the loop keeps running until requests in flight finish (at most `SimConfig.tail_s`).
+
 Determinism: for a given (trace, workload, policy, config, profile, seed) a run is bit-for-bit
-repeatable; all randomness lives in the cluster's seeded generator.
+repeatable; all randomness comes from the seed (the cluster's generators and the reclaims).
 """
 
 from __future__ import annotations
@@ -882,20 +892,23 @@ def _fluid_outcomes(res: Any) -> tuple[dict[str, F64], dict[str, F64]]:
     return outcome, timeline
 
 
-def oracle_for(run: RunResult) -> OracleResult:
+def oracle_for(run: RunResult, spot: bool | None = None) -> OracleResult:
     """The oracle (simulator.oracle) for a run: the same required replicas r(t) at the poll
     resolution, cold lead time and billed boot = the cluster's median cold start, the same
-    prices and initial replicas; spot where the workload may use it, unavailable in a zone
-    during the tick of each reclaim's kill (notice + spot_notice_s) and, for new starts,
-    inside spot shortages (checked at the start's creation time, one lead time early)."""
+    prices and initial replicas; spot where the workload may use it (spot=None) or not at
+    all (spot=False: the on-demand oracle, which also has the fewest GPU-hours of any
+    schedule covering r(t)). Spot is unavailable in a zone during the tick of each reclaim's
+    kill (notice + spot_notice_s) and, for new starts, inside spot shortages (checked at the
+    start's creation time, one lead time early)."""
     from simulator.oracle import SpotAvailability, solve_oracle
 
     c = run.cluster
-    spot = None
-    if effective_pools(run.workload).spot_enabled:
+    use_spot = effective_pools(run.workload).spot_enabled if spot is None else spot
+    spot_av: SpotAvailability | None = None
+    if use_spot:
         n = int(run.required.size)
         kills = [(t + c.spot_notice_s, z) for t, z in run.spot_interruptions]
-        spot = SpotAvailability.from_events(
+        spot_av = SpotAvailability.from_events(
             run.start_s, run.poll_interval_s, n, c.zones, interruptions=kills
         )
         if c.spot_shortages:
@@ -903,7 +916,9 @@ def oracle_for(run: RunResult) -> OracleResult:
             blocked = np.zeros(n, dtype=bool)
             for a, b in c.spot_shortages:
                 blocked |= (created >= a) & (created < b)
-            spot = SpotAvailability(spot.available, startable=~blocked[None, :] & spot.available)
+            spot_av = SpotAvailability(
+                spot_av.available, startable=~blocked[None, :] & spot_av.available
+            )
     return solve_oracle(
         run.required,
         run.poll_interval_s,
@@ -913,7 +928,7 @@ def oracle_for(run: RunResult) -> OracleResult:
         spot_price_ratio=float(c.spot_price_ratio),
         gpus_per_replica=int(c.gpus_per_replica),
         initial_on_demand=run.initial_replicas,
-        spot=spot,
+        spot=spot_av,
         start_s=run.start_s,
     )
 

@@ -12,8 +12,11 @@
   slo_met: slo_attainment >= the SLO percentile.
 - p50/p95/p99_latency_s: TTFT percentiles over served requests (seconds).
 - gpu_hours / cost_usd (and by pool): billed over the whole run, warm-up and drain tail
-  included; cost_per_1k_requests_usd = cost / served * 1000; cost_over_oracle and
-  gpu_hours_over_oracle divide by the oracle (simulator.oracle) on the same trace.
+  included; cost_per_1k_requests_usd = cost / served * 1000; cost_over_oracle divides by
+  the oracle's cost (simulator.oracle: the cheapest schedule, spot included where the
+  workload has a spot pool); gpu_hours_over_oracle by the on-demand oracle's GPU-hours (the
+  fewest GPU-hours any schedule covering r(t) can have; a spot schedule trades a few boots
+  for price).
 - scale_events: replica patches the loop made; seconds_under_capacity: poll ticks where
   ready serving replicas (spot + on-demand) were fewer than the oracle's required r(t),
   times the poll interval.
@@ -176,9 +179,14 @@ def _under_capacity_s(run: RunResult) -> float:
 
 
 def build_report(
-    run: RunResult, oracle: OracleResult | None, targets: LatencyTargets | None = None
+    run: RunResult,
+    oracle: OracleResult | None,
+    targets: LatencyTargets | None = None,
+    hours_oracle: OracleResult | None = None,
 ) -> PolicyReport:
-    """Numbers for one run (module docstring). oracle None leaves the ratios NaN."""
+    """Numbers for one run (module docstring). cost_over_oracle divides by `oracle`;
+    gpu_hours_over_oracle by `hours_oracle` (the on-demand oracle, fewest GPU-hours) when
+    given, else by `oracle`. oracle None leaves the ratios NaN."""
     tg = targets if targets is not None else LatencyTargets.for_workload(run)
     sel = run.arrival_s >= run.eval_start_s
     w = run.weight[sel]
@@ -217,7 +225,8 @@ def build_report(
     gpu_hours = float(sum(by_pool_h.values()))
     cost = float(sum(run.cost_usd_by_pool.values()))
     o_cost = oracle.cost_usd if oracle is not None else math.nan
-    o_hours = oracle.gpu_hours if oracle is not None else math.nan
+    h_oracle = hours_oracle if hours_oracle is not None else oracle
+    o_hours = h_oracle.gpu_hours if h_oracle is not None else math.nan
     return PolicyReport(
         name=run.policy,
         requests=total,
@@ -265,6 +274,7 @@ class CompareReport:
     policies: list[PolicyReport]
     targets: LatencyTargets
     info: dict[str, Any] = field(default_factory=dict)
+    oracle_on_demand: OracleResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         safe: dict[str, Any] = _json_safe(
@@ -274,6 +284,9 @@ class CompareReport:
                 "mode": self.mode,
                 "slo": asdict(self.targets),
                 "oracle": self.oracle.to_dict(),
+                "oracle_on_demand": (
+                    self.oracle_on_demand.to_dict() if self.oracle_on_demand is not None else None
+                ),
                 "policies": [p.to_dict() for p in self.policies],
                 **self.info,
             }

@@ -44,6 +44,9 @@ def test_compare_end_to_end_on_a_short_slice(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert set(data["oracle"]) >= {"gpu_hours", "cost_usd"}
     assert data["oracle"]["gpu_hours"] > 0
+    # the on-demand oracle has the fewest GPU-hours; the cheapest one may boot spot instead
+    assert data["oracle_on_demand"]["gpu_hours"] <= data["oracle"]["gpu_hours"] + 1e-9
+    assert data["oracle_on_demand"]["cost_usd"] >= data["oracle"]["cost_usd"] - 1e-9
     names = [p["name"] for p in data["policies"]]
     assert names == ["predictive", "hpa", "keda", "kpa", "static"]
     keys = {
