@@ -234,7 +234,10 @@ class _Runner:
             x = x + blk.down(F.silu(gate) * up)
         hs = m.norm(x[b.sample_rows])
         logits = m.lm_head(hs)
-        return [int(t) for t in logits.argmax(dim=-1).tolist()]
+        # the device-to-host copy waits for the GPU with the GIL released (tensor ops drop
+        # it), so the HTTP thread runs meanwhile; tolist() on a device tensor would not
+        ids = logits.argmax(dim=-1).to("cpu")
+        return [int(t) for t in ids.tolist()]
 
 
 # ---- sequences and the engine ----------------------------------------------------------------

@@ -790,8 +790,13 @@ class ServerThread:
 
 def serve(cfg: ServerConfig, echo: Callable[[str], None] = print) -> int:
     """Build the engine and serve it until interrupted (blocking). Returns an exit status."""
+    import sys
+
     import uvicorn
 
+    # The engine thread holds the GIL while it launches kernels; a shorter switch interval
+    # (default 5 ms) bounds how long the HTTP thread waits for it to 1 ms per hand-over.
+    sys.setswitchinterval(0.001)
     engine, info = build_engine(cfg)
     mx = VllmMetrics(info.model_name, info.engine.max_kv_tokens, cfg.namespace, cfg.workload)
     app = create_app(engine, info, mx)

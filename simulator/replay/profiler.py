@@ -611,7 +611,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         import httpx
 
-        cmd = [sys.executable, "-m", "autoscaler.cli", "serve-model", *self.args]
+        cmd = [sys.executable, "-m", "simulator.replay.cli", "serve-model", *self.args]
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
