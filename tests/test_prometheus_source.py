@@ -461,6 +461,18 @@ def test_a_custom_query_without_by_is_reported(live: World) -> None:
 
 
 @pytest.mark.prometheus
+def test_a_custom_query_that_does_not_aggregate_pods_is_reported_not_summed(
+    live: World,
+) -> None:
+    per_pod = '{__name__=~"vllm:num_requests_waiting|vllm_num_requests_waiting",{matchers}}'
+    ws = [workload("two-pods", queries={"backlog": per_pod}), workload("w00", "many-0")]
+    out = src_of(live).observe(ws, time.time())
+    assert np.isnan(out.metrics["backlog"][0]).all()  # neither pod's value, nor their sum
+    assert "backlog: query returned several series for team-a/two-pods" in out.errors[0]
+    assert out.metrics["queue"][0, -1] == 7.0  # the preset families are unaffected
+
+
+@pytest.mark.prometheus
 @pytest.mark.parametrize("preset", ["vllm", "triton", "tgi", "dcgm"])
 def test_every_preset_query_is_valid_promql(live: World, preset: str) -> None:
     out = src_of(live).observe([workload("x", preset=preset)], time.time())
