@@ -30,8 +30,8 @@
 # ../shared). Without --traces: ../shared/traces when present, else the gzip copies bundled
 # in simulator/data (the same rows).
 #
-# --cpu-smoke runs the same pipeline with the tiny model on the CPU in about a minute and a
-# half (short windows, capped lengths), without touching simulator/profiles: a check of the
+# --cpu-smoke runs the same pipeline with the tiny model on the CPU in about two minutes
+# (short windows, capped lengths), without touching simulator/profiles: a check of the
 # script itself on a machine without a GPU.
 set -euo pipefail
 
@@ -62,7 +62,7 @@ MAX_MODEL_LEN=8192
 SMOKE=0
 FETCH=0
 
-usage() { sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -301,6 +301,25 @@ def test_models_route_that_is_not_json_is_reported(
     assert f"{srv.url}/v1/models: response is not JSON" in capsys.readouterr().err
 
 
+def test_gpu_check_script_parses_and_refuses_unknown_arguments() -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    ok = subprocess.run(
+        ["bash", str(script), "--help"], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert ok.returncode == 0 and "--cpu-smoke" in ok.stdout and "--traces" in ok.stdout
+    bad = subprocess.run(
+        ["bash", str(script), "--frobnicate"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert bad.returncode == 2 and "unknown argument --frobnicate" in bad.stderr
+
+
 def test_endpoint_must_be_http() -> None:
     with pytest.raises(ValueError, match="must start with http"):
         normalize_endpoint("127.0.0.1:8000")

@@ -218,6 +218,8 @@ def _guarded(body: Callable[[argparse.Namespace, Any], int]) -> Callable[[argpar
         # one line per HTTP request from httpx would drown the progress lines
         logging.getLogger("httpx").setLevel(logging.WARNING)
         console = Console(stderr=False, highlight=False, soft_wrap=True)
+        if not console.is_terminal:  # logs and pipes: room for a column per profile
+            console = Console(stderr=False, highlight=False, soft_wrap=True, width=160)
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         try:
             return body(args, console)
