@@ -23,7 +23,7 @@
 # travel as wheels in .whl/ (ignored by git): `--fetch-wheels` downloads the ones a CUDA
 # image usually lacks (FastAPI, uvicorn, pydantic, APScheduler and their dependencies) for
 # CPython 3.12 / manylinux x86-64; when .whl/ holds wheels they are installed with
-# `pip --no-index` into a private directory before anything runs.
+# `pip --no-index` into a private directory when a needed module is missing.
 #
 # Traces: --traces DIR must hold AzureLLMInferenceTrace_{conv,code}.csv (copy them from
 # ../shared/traces into the ignored out/traces first when the repository travels without
@@ -102,22 +102,26 @@ if [[ $SMOKE == 1 ]]; then
 fi
 
 # -- packages ---------------------------------------------------------------------------------
-if compgen -G ".whl/*.whl" > /dev/null; then
-  SITE="${TMPDIR:-/tmp}/gpu-check-site"
-  "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" .whl/*.whl
-  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-
-missing=$("$PY" - <<'EOF'
-import importlib
+missing_modules() {
+  "$PY" - <<'EOF'
+import importlib.util
 need = ["torch", "fastapi", "uvicorn", "pydantic", "httpx", "prometheus_client", "numpy",
         "scipy", "pandas", "matplotlib", "rich", "yaml", "apscheduler"]
 print(" ".join(m for m in need if importlib.util.find_spec(m) is None))
 EOF
-)
+}
+missing=$(missing_modules)
+if [[ -n "$missing" ]] && compgen -G ".whl/*.whl" > /dev/null; then
+  # carried wheels, only when something is missing (they are built for the GPU image's Python)
+  SITE="${TMPDIR:-/tmp}/gpu-check-site"
+  echo "== installing carried wheels from .whl/ into $SITE (missing: $missing)"
+  "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/*.whl
+  export PYTHONPATH="$ROOT:$SITE${PYTHONPATH#"$ROOT"}"
+  missing=$(missing_modules)
+fi
 if [[ -n "$missing" ]]; then
   echo "gpu_check.sh: $PY lacks: $missing" >&2
   echo "  torch: use the machine's own (pip install 'gpu-autoscaler[gpu]' where there is a" >&2

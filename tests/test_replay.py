@@ -582,6 +582,27 @@ def test_chunked_prefill_and_batching_do_not_change_the_tokens() -> None:
     assert sum(r.prefill_tokens for r in recs) == 500
 
 
+@pytest.mark.torch
+def test_an_engine_failure_ends_requests_with_an_error_not_a_hang() -> None:
+    from simulator.replay.model_server import ServerConfig, ServerThread, build_engine, create_app
+
+    engine, info = build_engine(
+        ServerConfig(size="tiny", device="cpu", max_batch=4, max_model_len=256, warmup=False)
+    )
+
+    def broken(batch: Any) -> list[int]:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    engine.runner.forward = broken
+    with ServerThread(create_app(engine, info)) as srv:
+        r = httpx.post(
+            srv.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30
+        )
+        assert r.status_code == 500
+        assert "illegal memory access" in r.json()["error"]["message"]
+        assert httpx.get(srv.url + "/health").status_code == 503
+
+
 # ---- profile -> simulator, replay -> simulator (torch) ------------------------------------------
 
 

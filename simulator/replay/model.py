@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import threading
 import time
@@ -66,6 +67,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from simulator.replay.model_server import MODEL_SIZES, EngineConfig, EngineHooks, ModelConfig
+
+_log = logging.getLogger(__name__)
 
 # ---- the model -------------------------------------------------------------------------------
 
@@ -264,6 +267,7 @@ class EngineRequest:
     finish_t: float = math.nan
     aborted: bool = False
     finished: bool = False
+    error: str | None = None
 
     @property
     def reserve(self) -> int:
@@ -454,9 +458,29 @@ class Engine:
                         if self._stop:
                             return
                     self.step()
-        except BaseException as e:  # surfaced through /health and logs
+        except Exception as e:  # surfaced through /health, the requests and the log
             self.error = e
-            raise
+            _log.exception("the engine stopped")
+            self._fail_all(f"the engine stopped: {e!r}")
+
+    def _fail_all(self, message: str) -> None:
+        """Finish every queued and running request with `message` as its error."""
+        with self._lock:
+            seqs = [*self._waiting, *self._running]
+            self._waiting.clear()
+        outputs: list[tuple[EngineRequest, list[int], bool]] = []
+        for s in seqs:
+            s.error = message
+            s.finished = True
+            outputs.append((s, [], True))
+        if not outputs:
+            return
+        if self.emit is not None:
+            self.emit(outputs)
+        else:
+            for seq, toks, done in outputs:
+                if seq.sink is not None:
+                    seq.sink(seq, toks, done)
 
     def _kv_used(self) -> int:
         return sum(s.context for s in self._running)

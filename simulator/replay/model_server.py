@@ -661,6 +661,8 @@ def create_app(
             finally:
                 if not seq.finished:
                     engine.abort(seq)
+            if seq.error is not None:
+                return _error(seq.error, 500, "InternalServerError")
             return {
                 "id": rid,
                 "object": "text_completion",
@@ -684,6 +686,17 @@ def create_app(
             try:
                 while True:
                     toks, done = await queue.get()
+                    if seq.error is not None:
+                        err = {
+                            "error": {
+                                "message": seq.error,
+                                "type": "InternalServerError",
+                                "code": 500,
+                            }
+                        }
+                        yield f"data: {json.dumps(err)}\n\n"
+                        yield "data: [DONE]\n\n"
+                        return
                     n_out += len(toks)
                     chunk: dict[str, Any] = {
                         "id": rid,
