@@ -853,7 +853,8 @@ def _request_outcomes(res: Any, trace: Any) -> tuple[dict[str, F64], dict[str, F
 
 def _fluid_outcomes(res: Any) -> tuple[dict[str, F64], dict[str, F64]]:
     """Fluid steps as weighted cohorts: the served part of each step with the step's mean
-    latencies, the dropped part, and what is still queued at the end (dropped)."""
+    latencies, the dropped part, and what is still queued at the end (dropped). Weights add
+    up to the arrivals: re-served (retried) mass is taken out of the served cohorts."""
     t = np.asarray(res.t_s, dtype=np.float64)
     ttft = np.asarray(res.ttft_s, dtype=np.float64)
     itl = np.asarray(res.itl_s, dtype=np.float64)
@@ -867,6 +868,12 @@ def _fluid_outcomes(res: Any) -> tuple[dict[str, F64], dict[str, F64]]:
     # what is still queued when the run ends counts as dropped, as one cohort at the end
     t_d = np.concatenate([t[dropped > 0], [t_end] if left > 0 else []])
     w_d = np.concatenate([dropped[dropped > 0], [left] if left > 0 else []])
+    # a request re-queued by a kill or a drain deadline enters service twice; count it
+    # once: take the re-served mass out of the served cohorts, pro rata
+    re_served = float(np.sum(res.retried))
+    total_served = float(served.sum())
+    if re_served > 0 and total_served > 0:
+        served = served * max(0.0, 1.0 - re_served / total_served)
     s_ok = served > 0
     n_s, n_d = int(s_ok.sum()), int(t_d.size)
     nan_d = np.full(n_d, np.nan)

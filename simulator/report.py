@@ -388,7 +388,7 @@ def markdown_table(report: CompareReport) -> str:
 # -- plots ---------------------------------------------------------------------------------
 
 _POOL_COLORS = {"on_demand": "#4c72b0", "spot": "#55a868", "warm": "#c7a200"}
-_MAX_POINTS = 1500
+_MAX_POINTS = 700
 
 
 def _thin(t: F64, *ys: F64) -> tuple[F64, ...]:
@@ -498,7 +498,8 @@ def plot_timelines(
             ax.step(need_x, need_y, where="post", color="black", lw=0.8, label="required r(t)")
         ax.set_ylabel("replicas", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.set_ylim(bottom=0)
+        # headroom above the stack so lines at its top stay visible
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.12 + 0.1)
     axes[-1, 0].set_xlabel(xlabel, fontsize=8)
     seen: dict[str, Any] = {}
     for ax in axes[:, 0]:
