@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from policies.spec import (
+    PROBLEM_SEP,
     PolicySpec,
     SpecError,
     problems_from_validation_error,
@@ -118,7 +119,7 @@ class WorkloadSpec(_Model):
             for fld, msg in entry_problems(entry):
                 problems.append(f"policy.schedules[{i}].{fld}: {msg}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(PROBLEM_SEP.join(problems))
         return self
 
 

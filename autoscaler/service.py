@@ -130,7 +130,7 @@ def _cluster_backend(
     cluster = KubeClusterView(api)
     actuator = KubeActuator(api)
     events = KubeEventRecorder(api)
-    state_store = KubeStateStore(api)
+    state_store = KubeStateStore(api, cluster=cluster)
     errors: list[SpecError] = []
     reload: Callable[[], tuple[list[Workload], list[SpecError]]] | None
     if args.config:
@@ -138,7 +138,9 @@ def _cluster_backend(
         workloads, errors = res.workloads, res.errors
         reload = None
     else:
-        source = CustomResourceSource(api, namespace=args.namespace, events=events)
+        source = CustomResourceSource(
+            api, namespace=args.namespace, events=events, state_store=state_store
+        )
 
         def reload() -> tuple[list[Workload], list[SpecError]]:
             return source.load()
@@ -161,10 +163,20 @@ def _cluster_backend(
     if args.leader_elect:
         identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(
-            api, namespace=args.lease_namespace, name=args.lease_name, identity=identity
+            api,
+            namespace=args.lease_namespace,
+            name=args.lease_name,
+            identity=identity,
+            lease_duration_s=args.lease_duration,
+            renew_deadline_s=min(args.renew_deadline, args.lease_duration),
+            retry_period_s=min(2.0, args.renew_deadline / 2),
         )
-    if hasattr(cluster, "start"):
-        cluster.start(workloads)
+    cluster.start(workloads)
+
+    def close() -> None:
+        state_store.close()  # sends status writes still queued
+        cluster.stop()
+
     return (
         Backend(
             mode="cluster",
@@ -172,7 +184,7 @@ def _cluster_backend(
             clock_s=time.time,
             leader=elector,
             reload_workloads=reload,
-            close=lambda: cluster.stop() if hasattr(cluster, "stop") else None,
+            close=close,
             describe=lambda: f"prometheus {args.prometheus_url}",
         ),
         errors,
@@ -508,6 +520,18 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "gpu-autoscaler"))
     g.add_argument("--lease-name", default="gpu-autoscaler-leader")
+    g.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        help="seconds a leader's Lease is valid without renewal (default 15)",
+    )
+    g.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        help="a leader that could not renew for this long steps down (default 10)",
+    )
     g.add_argument("--identity", default=os.environ.get("POD_NAME"))
     g = p.add_argument_group("endpoints")
     g.add_argument("--host", default="0.0.0.0", help="bind address (default 0.0.0.0)")

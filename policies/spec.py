@@ -102,6 +102,27 @@ class ForecastSpec(_Model):
         description="Upper prediction bound quantile; None takes the SLO class preset.",
     )
     fit: bool = Field(default=True, description="Refit alpha/beta/gamma on a slow schedule.")
+    calibrate: bool = Field(
+        default=True,
+        description=(
+            "Bound the forecast at the planning horizon by its own scored errors there "
+            "(policies.calibration) instead of the model's variance, once enough are scored."
+        ),
+    )
+    error_window_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Memory of the scored forecast errors, seconds (exponential weighting).",
+    )
+    observation_lag_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description=(
+            "Age of the demand signal in seconds, added to the lead time: a rate over a 60 s "
+            "window describes the load about 30 s ago."
+        ),
+    )
 
 
 class ScalingPolicySpec(_Model):
@@ -203,7 +224,7 @@ class PolicySpec(_Model):
     def _cross_field(self) -> PolicySpec:
         problems = cross_field_problems(self)
         if problems:
-            raise ValueError("; ".join(f"{p}: {m}" for p, m in problems))
+            raise ValueError(PROBLEM_SEP.join(f"{p}: {m}" for p, m in problems))
         return self
 
     # Presets resolved: every None above becomes a number here.
@@ -327,6 +348,10 @@ def cross_field_problems(spec: PolicySpec) -> list[tuple[str, str]]:
     return problems
 
 
+# Cross-field validators report several problems in one ValueError, one per line.
+PROBLEM_SEP = "\n"
+
+
 class SpecError(ValueError):
     """A spec failed validation. `problems` lists (field path, message) for every problem."""
 
@@ -356,7 +381,7 @@ def problems_from_validation_error(err: ValidationError, prefix: str = "") -> li
         msg = str(e["msg"])
         if e["type"] == "value_error" and msg.startswith("Value error, "):
             # our cross-field validator joined "path: message; path: message"
-            for item in msg.removeprefix("Value error, ").split("; "):
+            for item in msg.removeprefix("Value error, ").split(PROBLEM_SEP):
                 sub, _, text = item.partition(": ")
                 full = ".".join(p for p in (prefix, path if loc else "", sub) if p)
                 problems.append((full, text))
