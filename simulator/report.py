@@ -388,7 +388,7 @@ def markdown_table(report: CompareReport) -> str:
 # -- plots ---------------------------------------------------------------------------------
 
 _POOL_COLORS = {"on_demand": "#4c72b0", "spot": "#55a868", "warm": "#c7a200"}
-_MAX_POINTS = 700
+_MAX_POINTS = 600
 
 
 def _thin(t: F64, *ys: F64) -> tuple[F64, ...]:
@@ -583,11 +583,24 @@ def plot_cost_vs_slo(
     return _save(fig, path)
 
 
+MAX_PNG_BYTES = 190_000  # plots stay small enough to commit
+
+
 def _save(fig: Any, path: str | Path) -> Path:
+    """Write a PNG at 100 dpi, lowering the resolution until it fits MAX_PNG_BYTES."""
+    import io
+
     plt = _plt()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=100, metadata={"Software": None})
+    data = b""
+    for dpi in (100, 85, 70, 60):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+        data = buf.getvalue()
+        if len(data) <= MAX_PNG_BYTES:
+            break
+    p.write_bytes(data)
     plt.close(fig)
     return p
 
