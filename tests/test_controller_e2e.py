@@ -19,16 +19,14 @@ from typing import Any
 import pytest
 
 from autoscaler.service import Service, add_run_arguments
+from tests import prom_fixtures
 from tests.kube_apiserver import KubeAPIServer
-from tests.prom_fixtures import (  # noqa: F401  (fixtures)
-    VLLM_RUNNING,
-    VLLM_WAITING,
-    MetricsExporter,
-    PrometheusServer,
-    prom_exporter,
-    prom_exporter_text,
-    prom_server,
-)
+from tests.prom_fixtures import VLLM_RUNNING, VLLM_WAITING, MetricsExporter, PrometheusServer
+
+# a real Prometheus scraping a test-driven exporter (module-scoped fixtures)
+prom_exporter = prom_fixtures.prom_exporter
+prom_exporter_text = prom_fixtures.prom_exporter_text
+prom_server = prom_fixtures.prom_server
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
