@@ -165,7 +165,7 @@ def serve_load(
     time.sleep(settle_s)
 
 
-def tick_until(svc: Service, cond: Any, timeout_s: float = 25.0) -> Any:
+def tick_until(svc: Service, cond: Any, timeout_s: float = 45.0) -> Any:
     """Tick once a second until cond(report) holds (Prometheus needs a few scrapes)."""
     deadline = time.monotonic() + timeout_s
     report = None
@@ -270,8 +270,9 @@ def test_api_500_retries_without_double_patch(
     # the patch that landed behind a 500 is never sent again: every patch carries a new
     # value (the load may still be settling into Prometheus' rate window, 5 then 6)
     values = [r.body["spec"]["replicas"] for r in patches]
+    assert patches, "no scale patch was made"
     assert len(values) == len(set(values)), [(r.status, r.body) for r in patches]
-    assert patches[0].status == 500
+    assert patches[0].status == 500, [(r.status, r.body) for r in patches]
     assert not report.errors.get("inference/chat")
 
 
