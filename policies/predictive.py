@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.forecast import ForecastState, fit, predict, update
+from policies.calibration import HorizonErrors, calibrated_upper, file, score
+from policies.forecast import METHOD_HOLT_WINTERS, ForecastState, fit, predict, update
 from policies.hpa import BehaviorState, apply_behavior
 from policies.spec import PolicySpec
 from policies.table import BATCH, CHAT, RAG, STREAMING, SpecTable
@@ -39,6 +40,9 @@ from policies.types import F64, I64, B, Decisions, Floors, LazyMessages, Observa
 # A demand series whose newest finite sample is older than this is treated as missing,
 # even when the source did not flag it stale (two 15 s scrapes plus a 30 s rate() lag).
 DEFAULT_MAX_SAMPLE_AGE_S = 90.0
+# Samples a forecast must have seen before its trend and spread are used for planning (two
+# minutes at a 15 s scrape); before that the plan is the demand now.
+PLAN_MIN_SAMPLES = 8
 # The batch policy never plans to drain a backlog in less than this, even when its
 # deadline has (nearly) passed: it asks for capacity as fast as HPA rate limits allow.
 BATCH_MIN_DRAIN_S = 60.0
@@ -56,6 +60,7 @@ class PolicyState:
 
     forecast: ForecastState
     behavior: BehaviorState
+    errors: HorizonErrors  # scored forecast errors at the planning horizon
     last_total: I64  # last good desired total (-1: none yet)
     last_good_s: F64  # when it was decided (-inf: never)
     spill: I64  # on-demand replicas currently covering for spot
@@ -78,6 +83,7 @@ class PolicyState:
                 n, table.method, table.alpha, table.beta, table.gamma, table.season_s
             ),
             behavior=BehaviorState.initial(n),
+            errors=HorizonErrors.initial(n),
             last_total=np.full(n, -1, dtype=np.int64),
             last_good_s=neg.copy(),
             spill=np.zeros(n, dtype=np.int64),
@@ -93,6 +99,7 @@ class PolicyState:
         return PolicyState(
             forecast=self.forecast.take(ix),
             behavior=self.behavior.take(ix),
+            errors=self.errors.take(ix),
             **{k: getattr(self, k)[ix] for k in _SCALAR_FIELDS},
         )
 
@@ -101,6 +108,7 @@ class PolicyState:
         return cls(
             forecast=ForecastState.concat([p.forecast for p in parts]),
             behavior=BehaviorState.concat([p.behavior for p in parts]),
+            errors=HorizonErrors.concat([p.errors for p in parts]),
             **{k: np.concatenate([getattr(p, k) for p in parts]) for k in _SCALAR_FIELDS},
         )
 
@@ -108,9 +116,15 @@ class PolicyState:
         """JSON-serializable, one dict per workload (persisted in the CR status)."""
         fc = self.forecast.to_dicts()
         bh = self.behavior.to_dicts()
+        er = self.errors.to_dicts()
         out: list[dict[str, Any]] = []
         for i in range(self.n):
-            d: dict[str, Any] = {"version": 1, "forecast": fc[i], "behavior": bh[i]}
+            d: dict[str, Any] = {
+                "version": 1,
+                "forecast": fc[i],
+                "behavior": bh[i],
+                "errors": er[i],
+            }
             for k in _SCALAR_FIELDS:
                 v = getattr(self, k)[i]
                 d[k] = int(v) if k in _INT_FIELDS else _json_float(float(v))
@@ -129,6 +143,8 @@ class PolicyState:
         return cls(
             forecast=ForecastState.from_dicts([d["forecast"] for d in items]),
             behavior=BehaviorState.from_dicts([d["behavior"] for d in items]),
+            # version 1 records carry no error record: the calibration starts fresh
+            errors=HorizonErrors.from_dicts([d.get("errors") or {} for d in items]),
             **scalars,
         )
 
@@ -411,15 +427,41 @@ def decide(
     # 2. forecast -----------------------------------------------------------------------
     fstate = update(state.forecast, t_tail, y_tail)
     ready_warm = cur.ready_warm > 0
-    horizon = np.where(ready_warm, table.lead_warm_s, table.lead_cold_s)
+    lead = np.where(ready_warm, table.lead_warm_s, table.lead_cold_s)
+    # the demand signal is already `observation_lag_s` old (a rate over a window): a replica
+    # started now serves at lead + lag past the newest sample's load
+    lag = table.observation_lag_s
+    horizon = lead + lag
     f_mean, f_upper = predict(fstate, now_s, horizon, table.quantile)
+    # the bound at the horizon from the forecast's own scored errors there, once it has them
+    # (policies.calibration); this tick's forecast is filed to be scored in its turn
+    errs = score(state.errors, last_at, last_val, table.error_window_s)
+    cal_upper, trusted = calibrated_upper(errs, f_mean, table.quantile)
+    f_upper = np.where(table.calibrate & trusted & np.isfinite(f_mean), cal_upper, f_upper)
+    errs = file(errs, now_s, horizon, f_mean)
     f_mean = np.where(np.isfinite(f_mean), f_mean, last_val)
     f_upper = np.where(np.isfinite(f_upper), f_upper, f_mean)
     floors = obs.floors if obs.floors is not None else Floors.none(n)
     f_mean = np.maximum(f_mean, floors.min_demand)
     f_upper = np.maximum(f_upper, floors.min_demand)
-    # plan on the upper bound (quantile from the SLO class; 0.5 plans on the mean)
-    plan = np.maximum(f_upper, np.nan_to_num(last_val))
+    # plan on the upper bound (quantile from the SLO class; 0.5 plans on the mean) over the
+    # whole window [now, now + lead]: what a replica started now would serve at the far end,
+    # and what the load needs until then (a replica given back now could not return sooner).
+    # Holt is linear in the horizon, so its maximum sits at an end; a seasonal profile can
+    # peak inside, so the middle is checked too.
+    plan = f_upper
+    _, near = predict(fstate, now_s, lag, table.quantile)
+    plan = np.fmax(plan, near)
+    if bool(np.any(fstate.method == METHOD_HOLT_WINTERS)):
+        _, mid = predict(fstate, now_s, lag + 0.5 * lead, table.quantile)
+        plan = np.fmax(plan, mid)
+    plan = np.maximum(np.where(np.isfinite(plan), plan, f_upper), floors.min_demand)
+    # a young forecast (a few samples: the first rate() points ramp up as the window fills)
+    # has neither a trend nor a residual spread worth extrapolating: plan on the demand now
+    young = fstate.n_obs < PLAN_MIN_SAMPLES
+    plan = np.where(young, np.fmax(f_mean, last_val), plan)
+    # no forecast at all (method none, or no sample yet): the demand now
+    plan = np.where(np.isfinite(plan), plan, np.nan_to_num(last_val))
 
     # 3. recommend ----------------------------------------------------------------------
     per_replica = table.capacity * table.utilization
@@ -596,6 +638,7 @@ def decide(
     new_state = PolicyState(
         forecast=fstate_kept,
         behavior=bstate,
+        errors=errs,
         last_total=np.where(held, state.last_total, final),
         last_good_s=np.where(held, state.last_good_s, now_s),
         spill=spill.astype(np.int64),

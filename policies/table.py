@@ -108,6 +108,9 @@ class SpecTable:
     beta: F64
     gamma: F64
     season_s: F64
+    observation_lag_s: F64
+    calibrate: B
+    error_window_s: F64
     spot_enabled: B
     base_on_demand: I64
     base_on_demand_ratio: F64
@@ -173,6 +176,9 @@ class SpecTable:
             beta=f([s.forecast.beta for s in specs]),
             gamma=f([s.forecast.gamma for s in specs]),
             season_s=f([s.forecast.season_s for s in specs]),
+            observation_lag_s=f([s.forecast.observation_lag_s for s in specs]),
+            calibrate=b([s.forecast.calibrate for s in specs]),
+            error_window_s=f([s.forecast.error_window_s for s in specs]),
             spot_enabled=b([p.spot_enabled for p in pools]),
             # batch prefers spot: no on-demand base unless the spec sets one explicitly
             base_on_demand=i(
