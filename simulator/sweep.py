@@ -78,13 +78,26 @@ class SweepError(ValueError):
 # -- grids ------------------------------------------------------------------------------------
 
 
-def expand_grid(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+def expand_grid(grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every combination of a grid {parameter: [values]} as a list of {parameter: value}.
 
     A scalar value counts as a one-value list. Parameters keep the grid's order, and the last
-    parameter varies fastest. An empty grid gives one empty setting (the defaults). Raises
+    parameter varies fastest. An empty grid gives one empty setting (the defaults). A list of
+    grids is their union, in order (for parameters that only make sense together, such as a
+    metric and a target in its units); settings already listed are not repeated. Raises
     SweepError for an empty value list.
     """
+    if isinstance(grid, Sequence) and not isinstance(grid, str | bytes):
+        out: list[dict[str, Any]] = []
+        for part in grid:
+            if not isinstance(part, Mapping):
+                raise SweepError(
+                    f"a grid list holds mappings of parameter -> values; found {part!r}"
+                )
+            for setting in expand_grid(part):
+                if setting not in out:
+                    out.append(setting)
+        return out
     keys = list(grid)
     values: list[list[Any]] = []
     for k in keys:
@@ -99,10 +112,12 @@ def expand_grid(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
 def builtin_grids(capacity_rps: float, default_targets: Mapping[str, float]) -> dict[str, Any]:
     """The default grid per policy, scaled by the capacity per replica at the SLO.
 
-    capacity_rps: requests/s one replica sustains inside the SLO; default_targets: the
-    baselines' default targets ("keda": queue per replica, "kpa": in-flight per replica).
+    capacity_rps: requests/s one replica sustains inside the SLO; default_targets: "keda"
+    the KEDA default target (queue per replica), "inflight" the requests in flight on one
+    replica at capacity_rps (the KPA and KEDA-on-running scale).
     """
     c = float(capacity_rps)
+    inflight = float(default_targets["inflight"])
     return {
         "predictive": {
             "capacity.target_utilization": [0.8, 0.9, 1.0],
@@ -110,22 +125,28 @@ def builtin_grids(capacity_rps: float, default_targets: Mapping[str, float]) -> 
         },
         # AverageValue requests/s per replica: from half the capacity up to all of it
         "hpa": {"target": [round(c * f, 3) for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]},
-        # queue per replica: from a tenth of the default (drain the queue in 50 ms) to 4x
-        "keda": {
-            "target": [
-                round(max(0.1, default_targets["keda"] * f), 3)
-                for f in (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-            ]
-        },
+        # KEDA's trigger: the waiting queue (its default here; from a tenth of the default
+        # target to 4x) or requests running (vLLM's num_requests_running, per replica)
+        "keda": [
+            {
+                "metric": ["queue"],
+                "target": [
+                    round(max(0.1, default_targets["keda"] * f), 3) for f in (0.1, 0.5, 1.0, 4.0)
+                ],
+            },
+            {
+                "metric": ["running"],
+                "target": [round(inflight * f, 3) for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)],
+            },
+        ],
         # in-flight requests per replica (KPA's target concurrency)
-        "kpa": {
-            "target": [round(default_targets["kpa"] * f, 3) for f in (0.3, 0.5, 0.7, 0.85, 1.0)]
-        },
+        "kpa": {"target": [round(inflight * f, 3) for f in (0.2, 0.3, 0.5, 0.7, 0.85, 1.0)]},
     }
 
 
-def load_grid_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """A grid YAML: {policy: {parameter: [values]}}. Raises SweepError on a bad shape."""
+def load_grid_file(path: str | Path) -> dict[str, Any]:
+    """A grid YAML: {policy: {parameter: [values]}} (or a list of such grids per policy, their
+    union). Raises SweepError on a bad shape."""
     import yaml
 
     p = Path(path)
@@ -134,15 +155,17 @@ def load_grid_file(path: str | Path) -> dict[str, dict[str, Any]]:
     data = yaml.safe_load(p.read_text())
     if not isinstance(data, dict):
         raise SweepError(f"{p}: expected a mapping of policy -> {{parameter: [values]}}")
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
     for name, grid in data.items():
         if name not in SWEEP_POLICIES:
             raise SweepError(f"{p}: unknown policy {name!r}; known: {', '.join(SWEEP_POLICIES)}")
         if grid is None:
             grid = {}
-        if not isinstance(grid, dict):
-            raise SweepError(f"{p}: {name}: expected {{parameter: [values]}}, found {grid!r}")
-        out[str(name)] = {str(k): v for k, v in grid.items()}
+        parts = grid if isinstance(grid, list) else [grid]
+        for part in parts:
+            if not isinstance(part, dict):
+                raise SweepError(f"{p}: {name}: expected {{parameter: [values]}}, found {part!r}")
+        out[str(name)] = grid
     return out
 
 
@@ -375,11 +398,6 @@ def default_baseline_kwargs(name: str, prep: Any) -> dict[str, Any]:
     return {"target": b.target}
 
 
-def kpa_default_target(prep: Any) -> float:
-    """KPA's default target in-flight requests per replica (70 % of the concurrency)."""
-    return float(default_baseline_kwargs("kpa", prep)["target"])
-
-
 def build_policy(name: str, params: Mapping[str, Any], prep: Any, spot: bool) -> tuple[Any, Any]:
     """(policy, workload) for a policy name and its parameters."""
     if name == "predictive":
@@ -504,12 +522,24 @@ def run_job(setup: SweepSetup, job: Job) -> dict[str, Any]:
         **use,
     }
     if job.with_oracle:
-        o = oracle_for(run)
+        # the on-demand oracle has the fewest GPU-hours of any schedule covering r(t); with
+        # spot the cheapest schedule (what cost is measured against) is solved as well
+        o = oracle_for(run, spot=False)
         out["oracle"] = oracle_window(o, run, report_start_s, run.end_s)
+        if setup.spot:
+            o_spot = oracle_for(run)
+            out["oracle"]["spot"] = oracle_window(o_spot, run, report_start_s, run.end_s)
         out["oracle"]["capacity_rps_per_replica"] = run.capacity_rps
         out["oracle"]["peak_required_replicas"] = int(run.required.max(initial=0))
         out["oracle"]["split_s"] = t_split
     return out
+
+
+def oracle_cost_usd(oracle: Mapping[str, Any]) -> float:
+    """The oracle cost a policy's cost is measured against: the spot oracle's when the sweep
+    lets the policy use spot, else the on-demand oracle's (USD)."""
+    sp = oracle.get("spot")
+    return float(sp["cost_usd"] if sp else oracle["cost_usd"])
 
 
 def _json_safe(x: Any) -> Any:
@@ -591,7 +621,7 @@ class PolicySweep:
     """One policy's sweep: every point per half, the frontiers, its choice."""
 
     name: str
-    grid: dict[str, Any]
+    grid: Any
     settings: list[dict[str, Any]]
     points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     chosen: int = -1
@@ -631,7 +661,7 @@ class SweepResult:
         o = self.oracle.get("eval")
         if o:
             out["gpu_hours_over_oracle"] = ours["gpu_hours"] / o["gpu_hours"]
-            out["cost_over_oracle"] = ours["cost_usd"] / o["cost_usd"]
+            out["cost_over_oracle"] = ours["cost_usd"] / oracle_cost_usd(o)
         for name, ps in self.policies.items():
             if name == "predictive":
                 continue
@@ -683,7 +713,7 @@ class SweepResult:
 
 def run_sweep(
     setup: SweepSetup,
-    grids: Mapping[str, Mapping[str, Any]],
+    grids: Mapping[str, Any],
     policies: Sequence[str] = SWEEP_POLICIES,
     *,
     attainment_goal: float = 99.5,
@@ -711,7 +741,7 @@ def run_sweep(
     halves(setup)  # fail early on a bad split
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     sweeps = {
-        name: PolicySweep(name, dict(grids.get(name, {})), expand_grid(grids.get(name, {})))
+        name: PolicySweep(name, grids.get(name, {}), expand_grid(grids.get(name, {})))
         for name in policies
     }
     oracle: dict[str, dict[str, Any]] = {}
@@ -779,16 +809,20 @@ _COLORS = {"predictive": "#c44e52", "hpa": "#4c72b0", "keda": "#55a868", "kpa": 
 _MISS_FLOOR_PCT = 0.01
 
 
-def plot_frontier(result: SweepResult, path: str | Path) -> Path:
-    """Two panels, SLO misses (log) against cost and against GPU-hours (both relative to the
-    oracle), every point of every policy on the eval half when it has them (else tune), the
-    Pareto frontier as a line and the chosen setting circled. PNG, 100 dpi."""
+def plot_frontier(result: SweepResult, path: str | Path, x_max: float = 3.0) -> Path:
+    """Two panels, SLO misses (log, fewer is up) against cost and against GPU-hours (both
+    relative to the oracle): every point of every policy on the eval half when it has them
+    (else tune), its Pareto frontier as a line, the chosen setting circled. Points beyond
+    `x_max` times the oracle sit on the right edge as triangles. PNG, 100 dpi."""
+    from matplotlib.ticker import FuncFormatter
+
     from simulator.report import _plt, _save
 
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True)
     goal_miss = 100.0 - result.attainment_goal
     halves_used: set[str] = set()
+    y_top = goal_miss
     for ax, key, label in (
         (axes[0], "cost_usd", "cost / oracle cost"),
         (axes[1], "gpu_hours", "GPU-hours / oracle GPU-hours"),
@@ -797,35 +831,44 @@ def plot_frontier(result: SweepResult, path: str | Path) -> Path:
             half = "eval" if len(ps.points.get("eval", [])) > 1 else "tune"
             halves_used.add(half)
             pts = ps.points.get(half, [])
-            o = result.oracle.get(half, {}).get(key)
+            oh = result.oracle.get(half, {})
+            o = (oracle_cost_usd(oh) if key == "cost_usd" else oh.get(key)) if oh else None
             denom = float(o) if o else 1.0
             xs = np.array([float(p[key]) / denom for p in pts])
             ys = np.array([max(100.0 - float(p["slo_attainment"]), _MISS_FLOOR_PCT) for p in pts])
+            y_top = max(y_top, float(ys.max(initial=0.0)))
             color = _COLORS.get(name, "grey")
-            ax.scatter(xs, ys, s=14, color=color, alpha=0.45, lw=0)
-            fr = ps.frontier(half, key)
+            inside = xs <= x_max
+            ax.scatter(xs[inside], ys[inside], s=14, color=color, alpha=0.45, lw=0)
+            ax.scatter(
+                np.full(int((~inside).sum()), x_max), ys[~inside], s=22, marker=">", color=color
+            )
+            fr = [i for i in ps.frontier(half, key) if inside[i]]
             ax.plot(xs[fr], ys[fr], color=color, lw=1.3, label=f"{name} ({half})")
             ch = ps.chosen_eval() if half == "eval" else None
             if ch is not None:
-                cx = float(ch[key]) / denom
+                cx = min(float(ch[key]) / denom, x_max)
                 cy = max(100.0 - float(ch["slo_attainment"]), _MISS_FLOOR_PCT)
-                ax.scatter([cx], [cy], s=70, facecolors="none", edgecolors=color, lw=1.5)
+                ax.scatter([cx], [cy], s=80, facecolors="none", edgecolors=color, lw=1.5)
         ax.axhline(goal_miss, color="grey", ls="--", lw=0.8)
         ax.axvline(1.0, color="black", ls=":", lw=0.8)
         ax.set_yscale("log")
-        ax.set_xlabel(label, fontsize=9)
+        ax.set_xlim(0.0, x_max * 1.03)
+        ax.set_xlabel(label + f" (points past {x_max:g}x on the edge)", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.tick_params(labelsize=8)
-    axes[0].set_ylabel("SLO misses (% of requests, log)", fontsize=9)
-    axes[0].invert_yaxis()
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[0].set_ylim(min(100.0, y_top * 1.5), _MISS_FLOOR_PCT * 0.8)  # inverted: fewer is up
+    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g} %"))
+    axes[0].set_ylabel("requests missing the SLO (log; fewer is up)", fontsize=9)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     halves_txt = " / ".join(sorted(halves_used))
     fig.suptitle(
-        f"{result.info.get('trace', '')}: SLO misses vs cost per setting ({halves_txt} half); "
-        f"dashed: {goal_miss:g} % goal; dotted: oracle; circled: chosen on the tune half",
+        f"{result.info.get('trace', '')} ({halves_txt} half): each point one setting; "
+        f"dashed {goal_miss:g} % goal, dotted oracle, circled the setting chosen on the tune half",
         fontsize=9,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.94))
     return Path(_save(fig, path))
 
 
@@ -842,7 +885,7 @@ def summary_rows(result: SweepResult) -> list[list[str]]:
             continue
         params = ", ".join(f"{k}={v}" for k, v in ps.settings[ps.chosen].items()) or "defaults"
         og = o.get("gpu_hours")
-        oc = o.get("cost_usd")
+        oc = oracle_cost_usd(o) if o else None
         rows.append(
             [
                 name,
@@ -946,15 +989,16 @@ def _setup_from_args(args: argparse.Namespace) -> SweepSetup:
     )
 
 
-def resolve_grids(
-    setup: SweepSetup, names: Iterable[str], grid_file: str | None
-) -> dict[str, dict[str, Any]]:
+def resolve_grids(setup: SweepSetup, names: Iterable[str], grid_file: str | None) -> dict[str, Any]:
     """Built-in grids for `names`, overridden per policy by the grid file's entries."""
     prep = prepared(setup)
     cap = float(prep.workload.spec.policy.capacity.rps_per_replica)
+    inflight = float(
+        prep.profile.concurrency_for_rps(cap, prep.mean_input_tokens, prep.mean_output_tokens)
+    )
     defaults = {
         "keda": float(default_baseline_kwargs("keda", prep)["target"]),
-        "kpa": kpa_default_target(prep),
+        "inflight": inflight,
     }
     grids = builtin_grids(cap, defaults)
     if grid_file:

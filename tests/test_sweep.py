@@ -47,6 +47,20 @@ def test_grid_scalar_is_one_value_and_empty_grid_is_the_defaults() -> None:
     assert expand_grid({}) == [{}]
 
 
+def test_grid_list_is_the_union_without_repeats() -> None:
+    # a metric and a target in its units vary together: two grids, not one product
+    got = expand_grid(
+        [{"metric": ["queue"], "target": [1, 2]}, {"metric": "running", "target": [50]}, {}]
+    )
+    assert got == [
+        {"metric": "queue", "target": 1},
+        {"metric": "queue", "target": 2},
+        {"metric": "running", "target": 50},
+        {},
+    ]
+    assert expand_grid([{"a": [1]}, {"a": [1, 2]}]) == [{"a": 1}, {"a": 2}]
+
+
 def test_grid_with_an_empty_value_list_names_the_parameter() -> None:
     with pytest.raises(SweepError, match="'target' has no values"):
         expand_grid({"target": []})
