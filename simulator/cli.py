@@ -28,10 +28,11 @@ Baselines (`baseline_policies`), at their upstream defaults, one on-demand pool,
 derived from the spec's capacity per replica C (rps_per_replica) and utilization u:
 
 - hpa:    HPABaseline(metric="rps", target=C*u)  (AverageValue requests/s per replica)
-- keda:   KEDABaseline(metric="queue", target=max(1, C*u*W), min_replica_count=spec min)
-          with W the queueing budget in seconds: the TTFT target for a TTFT SLO, the e2e
-          target minus the mean service time for an e2e SLO, 1 s otherwise (a replica
-          drains C*u*W waiting requests within the budget)
+- keda:   KEDABaseline(metric="queue", target=C*u*W, min_replica_count=spec min) with W
+          = max(1 s, queueing budget): the budget is the TTFT target for a TTFT SLO, the
+          e2e target minus the unloaded service time for an e2e SLO, none (1 s) for an ITL
+          SLO (a replica drains C*u*W waiting requests in W). An empty queue proposes zero
+          replicas, so this baseline sits at its minimum until a queue builds.
 - kpa:    KPABaseline(container_concurrency=concurrency_for_rps(C))  (target 70 % of it)
 - static: StaticPolicy(replicas=max over the trace of the oracle's required r(t)), i.e. sized
           by hand for the peak minute with perfect knowledge
@@ -157,7 +158,7 @@ def baseline_policies(
             out.append(
                 KEDABaseline(
                     metric="queue",
-                    target=max(1.0, cap * u * w_s),
+                    target=cap * u * w_s,
                     min_replica_count=spec.min_replicas,
                 )
             )
@@ -212,8 +213,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         "--peak-replicas",
         type=float,
         default=None,
-        help="scale the load so its busiest minute needs this many replicas (overrides "
-        "--rate-scale)",
+        help="scale the load so its busiest minute (a rate curve: its busiest bin) needs "
+        "this many replicas at the SLO (overrides --rate-scale)",
     )
     p.add_argument("--scenario", choices=[s.value for s in Scenario], default="chat")
     p.add_argument("--config", default=None, help="AutoscalingPolicy YAML (first workload)")
@@ -317,8 +318,9 @@ def _prepare(args: argparse.Namespace) -> Prepared:
         if not peak > 0:
             raise UsageError(f"{path}: the trace has no load to scale")
         scale = args.peak_replicas * cap / peak
+        what = "minute" if hasattr(source, "arrival_s") else f"{source.bin_s:g} s bin"
         notes.append(
-            f"rate scale {scale:.4g}: peak minute {peak:.1f} req/s -> "
+            f"rate scale {scale:.4g}: busiest {what} {peak:.1f} req/s -> "
             f"{peak * scale:.1f} req/s = {args.peak_replicas:g} replicas of {cap:.2f} req/s"
         )
     if scale != 1.0:
@@ -378,7 +380,7 @@ def _run_all(
         TimeElapsedColumn(),
         console=console,
         transient=False,
-        disable=not console.is_terminal and not getattr(args, "progress", False),
+        disable=not console.is_terminal,
     ) as bar:
         tasks = {n: bar.add_task(n, total=1.0) for n in names}
         for name in names:
