@@ -21,8 +21,10 @@
   ready serving replicas (spot + on-demand) were fewer than the oracle's required r(t),
   times the poll interval.
 
-Plots are PNGs at 100 dpi with matplotlib's Agg backend (no display needed), each well under
-200 KB: timelines (one panel per policy), TTFT CDFs, cost vs SLO attainment.
+Plots are PNGs made with matplotlib's Agg backend (no display needed): timelines (the oracle
+and one panel per policy), TTFT CDFs, cost vs SLO attainment. Long series are thinned to
+600 points (max per block, so peaks stay); a plot is saved at 100 dpi, or lower (85, 70, 60)
+until the file is under 190 KB.
 """
 
 from __future__ import annotations
