@@ -43,6 +43,11 @@ DEFAULT_MAX_SAMPLE_AGE_S = 90.0
 # Samples a forecast must have seen before its trend and spread are used for planning (two
 # minutes at a 15 s scrape); before that the plan is the demand now.
 PLAN_MIN_SAMPLES = 8
+# A sudden silence is measured against the demand's peak over this many seconds.
+SILENCE_REF_WINDOW_S = 300.0
+# ... and only when that peak needed at least this many replicas (the tail of a quiet
+# workload's decline is not an outage, and min_replicas covers one replica anyway).
+SILENCE_MIN_REPLICAS = 2.0
 # The batch policy never plans to drain a backlog in less than this, even when its
 # deadline has (nearly) passed: it asks for capacity as fast as HPA rate limits allow.
 BATCH_MIN_DRAIN_S = 60.0
@@ -69,6 +74,9 @@ class PolicyState:
     last_busy_s: F64  # batch: last time the backlog or arrivals were non-zero
     demand_last: F64  # newest raw demand sample seen (NaN: none)
     demand_last_s: F64  # its time (-inf: none)
+    silence_since_s: F64  # a sudden silence began then (-inf: none)
+    silence_ref: F64  # the demand peak it fell from (NaN: none)
+    silence_total: I64  # replicas held through it (0: none)
 
     @property
     def n(self) -> int:
@@ -92,6 +100,9 @@ class PolicyState:
             last_busy_s=neg.copy(),
             demand_last=np.full(n, np.nan),
             demand_last_s=neg.copy(),
+            silence_since_s=neg.copy(),
+            silence_ref=np.full(n, np.nan),
+            silence_total=np.zeros(n, dtype=np.int64),
         )
 
     def take(self, idx: I64 | list[int]) -> PolicyState:
@@ -135,7 +146,12 @@ class PolicyState:
     def from_dicts(cls, items: Sequence[dict[str, Any]]) -> PolicyState:
         scalars: dict[str, Any] = {
             k: np.asarray(
-                [int(d[k]) if k in _INT_FIELDS else _from_json_float(d[k]) for d in items],
+                [
+                    int(d.get(k, _DEFAULTS.get(k, 0)))
+                    if k in _INT_FIELDS
+                    else _from_json_float(d.get(k, _DEFAULTS.get(k)))
+                    for d in items
+                ],
                 dtype=np.int64 if k in _INT_FIELDS else np.float64,
             )
             for k in _SCALAR_FIELDS
@@ -158,8 +174,13 @@ _SCALAR_FIELDS = (
     "last_busy_s",
     "demand_last",
     "demand_last_s",
+    "silence_since_s",
+    "silence_ref",
+    "silence_total",
 )
-_INT_FIELDS = frozenset({"last_total", "spill"})
+_INT_FIELDS = frozenset({"last_total", "spill", "silence_total"})
+# Fields added after the first persisted version: what a record without them means.
+_DEFAULTS: dict[str, Any] = {"silence_since_s": "-inf", "silence_ref": "nan", "silence_total": 0}
 
 
 def _json_float(x: float) -> float | str:
@@ -538,6 +559,34 @@ def decide(
     )
     rec = np.where(within, current, raw)
 
+    # 4b. sudden silence: hold the replicas the demand fell from (spec.SilenceSpec) -------
+    silence_since = state.silence_since_s
+    silence_ref = state.silence_ref
+    silence_total = state.silence_total
+    in_silence = np.zeros(n, dtype=bool)
+    if bool(np.any(table.silence_hold_s > 0)):
+        ref_cols = slice(
+            int(np.searchsorted(obs.t_s, now_s - SILENCE_REF_WINDOW_S, side="right")), None
+        )
+        peak = np.fmax.reduce(_demand_series(table, obs, ref_cols), axis=1)
+        quiet = ~missing & np.isfinite(last_val)
+        ongoing = np.isfinite(silence_since)
+        with np.errstate(invalid="ignore"):
+            still = ongoing & quiet & (last_val <= table.silence_ratio * silence_ref)
+            onset = (
+                ~ongoing
+                & quiet
+                & (table.silence_hold_s > 0)
+                & (peak >= SILENCE_MIN_REPLICAS * per_replica)
+                & (last_val <= table.silence_ratio * peak)
+            )
+        silence_since = np.where(onset, now_s, np.where(still, silence_since, -np.inf))
+        silence_ref = np.where(onset, peak, np.where(still, silence_ref, np.nan))
+        held_total = np.maximum(state.last_total, current)
+        silence_total = np.where(onset, held_total, np.where(still, silence_total, 0))
+        in_silence = (onset | still) & (now_s - silence_since < table.silence_hold_s)
+        rec = np.where(in_silence, np.maximum(rec, silence_total), rec)
+
     # 5. hold on missing data: last good decision, never below current -------------------
     # A held workload's recommendation is the held count: its stabilization history then
     # keeps the pre-outage level for a full window after data returns (no sudden drop).
@@ -603,6 +652,7 @@ def decide(
     )
     # the scenario's own cause (burst, backlog deadline, idle) names the decision
     main = np.where(reason != "", reason, main)
+    main = np.where(in_silence & (final >= silence_total), "HoldSuddenSilence", main)
     main = np.where(spill > 0, "SpotSpillover", main)
     main = np.where(held, "HoldStaleMetrics", main)
 
@@ -621,6 +671,7 @@ def decide(
         held,
         floors,
         limit,
+        (in_silence, silence_ref, silence_since + table.silence_hold_s),
     )
 
     decisions = Decisions(
@@ -647,6 +698,9 @@ def decide(
         last_busy_s=last_busy,
         demand_last=np.where(got, newest_val, state.demand_last),
         demand_last_s=np.where(got, newest_at, state.demand_last_s),
+        silence_since_s=silence_since,
+        silence_ref=silence_ref,
+        silence_total=silence_total.astype(np.int64),
     )
     return decisions, new_state
 
@@ -669,6 +723,7 @@ def _messages(
     held: B,
     floors: Floors,
     limit: Any,
+    silence: tuple[B, F64, F64] | None = None,
 ) -> LazyMessages:
     """One human sentence per workload (what and why, with the numbers), formatted on read."""
 
@@ -690,6 +745,11 @@ def _messages(
             msg += f"; {spill[i]} on-demand covering spot at risk"
         if floors.source[i]:
             msg += f"; schedule {floors.source[i]!s} active"
+        if silence is not None and silence[0][i]:
+            msg += (
+                f"; sudden silence (demand <= {table.silence_ratio[i]:g} x its peak "
+                f"{silence[1][i]:.3g}): holding replicas until t={silence[2][i]:.0f}s"
+            )
         return f"{reason[i]}: {msg}"
 
     return LazyMessages(fmt, np.arange(final.shape[0], dtype=np.int64))

@@ -179,6 +179,29 @@ class StreamingSpec(_Model):
     headroom_ratio: float = Field(default=0.1, ge=0, le=5)
 
 
+class SilenceSpec(_Model):
+    """Sudden silence: demand that falls from its recent peak to (nearly) nothing within a
+    few minutes is far more often an upstream outage (gateway, load balancer, client fleet)
+    than the end of demand, and the traffic comes back all at once when it heals. Chat, rag
+    and streaming workloads hold their replicas through such a silence for `hold_s`
+    seconds instead of scaling in, so the return meets warm capacity rather than a cold
+    start; a silence that lasts longer is treated as real and scaled down as usual. Batch
+    workloads ignore it (they scale to zero on purpose)."""
+
+    ratio: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="Demand at or below this fraction of its peak over the last 5 min is silence.",
+    )
+    hold_s: float = Field(
+        default=1800.0,
+        ge=0,
+        le=86400,
+        description="Seconds to hold replicas through a sudden silence (0 disables).",
+    )
+
+
 class BatchSpec(_Model):
     deadline_s: float = Field(default=3600.0, gt=0, description="Backlog must drain by then.")
     scale_to_zero: bool = True
@@ -218,6 +241,7 @@ class PolicySpec(_Model):
     rag: RagSpec = Field(default_factory=RagSpec)
     streaming: StreamingSpec = Field(default_factory=StreamingSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
+    silence: SilenceSpec = Field(default_factory=SilenceSpec)
     schedules: list[ScheduleEntrySpec] = Field(default_factory=list)
 
     @model_validator(mode="after")

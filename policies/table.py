@@ -31,33 +31,43 @@ SCENARIO_CODES: dict[Scenario, int] = {
 CHAT, RAG, STREAMING, BATCH = 0, 1, 2, 3
 
 
-def _rules(window_s: int, select: str, *policies: tuple[str, int, int]) -> ScalingRulesSpec:
+def _rules(
+    window_s: int, select: str, *policies: tuple[str, int, int], tolerance: float | None = None
+) -> ScalingRulesSpec:
     return ScalingRulesSpec.model_validate(
         {
             "stabilizationWindowSeconds": window_s,
             "selectPolicy": select,
             "policies": [{"type": t, "value": v, "periodSeconds": p} for t, v, p in policies],
+            "tolerance": tolerance,
         }
     )
 
 
+# Scale-up tolerance of the serving scenarios: none. The plan already carries its margin (the
+# forecast's bound at the SLO quantile); HPA's 10 % band would withhold replicas it asked for
+# (at 16 replicas, up to 1.6 replicas' worth of demand unserved until the next step).
+_UP_TOLERANCE = 0.0
+
+
 # Behavior used when a spec leaves `behavior` unset. Scale-up is immediate everywhere (the
-# forecast already looks a lead time ahead); scale-down speed follows the scenario.
+# forecast already looks a lead time ahead) and, for serving scenarios, without a tolerance
+# band; scale-down speed follows the scenario.
 SCENARIO_BEHAVIOR: dict[Scenario, BehaviorSpec] = {
     # chat: interactive with a strict P95: give back capacity slowly, one pod a minute
     # after ten quiet minutes (a cold start costs ~5 min of misses, an idle pod only money).
     Scenario.CHAT: BehaviorSpec(
-        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
+        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15), tolerance=_UP_TOLERANCE),
         scale_down=_rules(600, "Max", ("Pods", 1, 60)),
     ),
     # rag: bursts come and go within minutes; halve at most once a minute after 5 quiet min.
     Scenario.RAG: BehaviorSpec(
-        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
+        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15), tolerance=_UP_TOLERANCE),
         scale_down=_rules(300, "Max", ("Percent", 50, 60)),
     ),
     # streaming: sessions are long; shed two pods a minute after 5 quiet minutes.
     Scenario.STREAMING: BehaviorSpec(
-        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15)),
+        scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15), tolerance=_UP_TOLERANCE),
         scale_down=_rules(300, "Max", ("Pods", 2, 60)),
     ),
     # batch: throughput only; grow fast to meet the deadline, release within a minute.
@@ -125,6 +135,8 @@ class SpecTable:
     batch_deadline_s: F64
     batch_idle_s: F64
     batch_to_zero: B
+    silence_ratio: F64
+    silence_hold_s: F64  # 0 for batch (never holds)
     behavior: BehaviorTable
 
     @property
@@ -204,6 +216,10 @@ class SpecTable:
             batch_deadline_s=f([s.batch.deadline_s for s in specs]),
             batch_idle_s=f([s.batch.idle_s for s in specs]),
             batch_to_zero=b([s.batch.scale_to_zero for s in specs]),
+            silence_ratio=f([s.silence.ratio for s in specs]),
+            silence_hold_s=f(
+                [0.0 if bt else s.silence.hold_s for s, bt in zip(specs, batch, strict=True)]
+            ),
             behavior=BehaviorTable.compile([behavior_for(s) for s in specs]),
         )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from policies import PredictivePolicy
 from policies.predictive import PolicyState
+from policies.spec import PolicySpec
 from policies.types import Floors, Observation
 from tests.policy_helpers import Driver, facts, spec, window
 
@@ -215,6 +218,91 @@ def test_old_samples_count_as_missing() -> None:
     drv = Driver([spec("chat", forecast={"method": "none"})], on_demand=4)
     d = drv.step(0.0, {"rps": lambda t: 5.0 if t < -300 else float("nan")}, apply=False)
     assert bool(d.held[0])
+
+
+def _silence_spec(hold_s: float = 900.0, scenario: str = "chat", **kw: Any) -> PolicySpec:
+    # instant scale-down after a 60 s window, so only the silence hold keeps replicas
+    fast_down = {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 60,
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+        }
+    }
+    return spec(
+        scenario,
+        # plan on the mean: a level shift widens any upper bound for a while after it
+        forecast={"method": "ewma", "alpha": 1.0, "quantile": 0.5, "calibrate": False},
+        silence={"hold_s": hold_s},
+        behavior=fast_down,
+        **kw,
+    )
+
+
+def _drop_to_zero_at(t0: float) -> Callable[[float], float]:
+    return lambda t: 80.0 if t < t0 else 0.0
+
+
+def test_sudden_silence_holds_replicas_then_releases_them() -> None:
+    # 80 req/s (8 replicas of 10) falls to 0 at t=0: an outage, not the end of demand.
+    # The replicas stay for hold_s = 900 s, then the usual scale-down takes them.
+    drv = Driver([_silence_spec(900.0)], on_demand=8)
+    drop = _drop_to_zero_at(0.0)
+    t = -120.0
+    held, reasons, messages = [], set(), []
+    while t <= 1200.0:
+        d = drv.step(t, {"rps": drop})
+        if 0.0 < t < 880.0:
+            held.append(int(d.desired_total[0]))
+            reasons.add(str(d.reason[0]))
+            messages.append(d[0].message)
+        t += 15.0
+    assert min(held) == 8  # nothing given back during the hold
+    assert reasons == {"HoldSuddenSilence"}
+    assert "sudden silence" in messages[-1] and "until t=900s" in messages[-1]
+    assert int(d.desired_total[0]) == 1  # 900 s + a 60 s window later: back to min
+    assert d.reason[0] != "HoldSuddenSilence"
+
+
+def test_returning_traffic_ends_the_silence_at_once() -> None:
+    drv = Driver([_silence_spec(3600.0)], on_demand=8)
+    gap = lambda t: 0.0 if 0.0 <= t < 300.0 else 80.0  # noqa: E731
+    for t in np.arange(-120.0, 300.0, 15.0):
+        d = drv.step(float(t), {"rps": gap})
+    assert d.reason[0] == "HoldSuddenSilence" and int(d.desired_total[0]) == 8
+    for t in np.arange(300.0, 420.0, 15.0):
+        d = drv.step(float(t), {"rps": gap})
+    assert d.reason[0] != "HoldSuddenSilence"
+    assert not np.isfinite(drv.state.silence_since_s[0])
+
+
+def test_gradual_decline_to_zero_is_not_a_silence() -> None:
+    # 80 -> 0 over 40 minutes: the 5-minute peak is never 20x the demand until the very
+    # end, where 8 replicas are long gone
+    drv = Driver([_silence_spec(3600.0)], on_demand=8)
+    ramp = lambda t: max(0.0, 80.0 * (1.0 - t / 2400.0))  # noqa: E731
+    reasons = set()
+    for t in np.arange(0.0, 2400.0, 15.0):
+        d = drv.step(float(t), {"rps": ramp})
+        reasons.add(str(d.reason[0]))
+    assert "HoldSuddenSilence" not in reasons
+    assert int(d.desired_total[0]) <= 2
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        pytest.param({"hold_s": 0.0}, "disabled", id="hold-zero-disables"),
+        pytest.param({"scenario": "batch"}, "batch scales to zero on purpose", id="batch"),
+    ],
+)
+def test_silence_hold_off(kw: dict[str, Any], why: str) -> None:
+    hold = float(kw.get("hold_s", 900.0))
+    scenario = str(kw.get("scenario", "chat"))
+    extra = (
+        {"min_replicas": 0, "capacity": {"rps_per_replica": 10.0}} if scenario == "batch" else {}
+    )
+    s = _silence_spec(hold, scenario, **extra)
+    assert float(PredictivePolicy().compile([s]).silence_hold_s[0]) == 0.0, why
 
 
 # ---------------------------------------------------------------------------------------
