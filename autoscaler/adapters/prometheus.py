@@ -55,8 +55,8 @@ so it cannot tell "busy" from "overloaded". The dcgm preset offers it only as `s
 (busy GPUs), for servers that export nothing better, to pair with `streams_per_replica` =
 GPUs per replica; add queue/rps through `metrics.queries` where you can.
 
-Values. The query range is [now - window_s, now] at `step_s`, aligned to multiples of the
-step; a sample absent at a step is NaN. NaN, +-Inf and negative values returned by Prometheus
+Values. The query range is the `window_s` up to the first multiple of `step_s` at or after
+now (that newest point sees the latest scrape); a sample absent at a step is NaN. NaN, +-Inf and negative values returned by Prometheus
 are dropped (NaN) and counted in that row's error message, never passed on as numbers.
 
 Incremental reads. A window of 600 s at 15 s is 41 points per series, but only the newest
@@ -559,7 +559,11 @@ class PrometheusMetricsSource:
         if not math.isfinite(now_s):
             raise ValueError(f"now_s must be finite; found {now_s}")
         step = self.config.step_s
-        end = math.floor(now_s / step) * step
+        # The newest grid point is the first one at or after now: Prometheus evaluates it with
+        # the latest sample scraped so far, so a scrape that landed a moment ago is seen now
+        # instead of one step later (the next tick re-reads it within refetch_s). Aligning
+        # down instead would add up to a step to every reaction.
+        end = math.ceil(now_s / step - 1e-9) * step
         n_steps = int(math.floor(self.config.window_s / step + 1e-9))
         return self._windows(
             workloads, end - n_steps * step, end, step, now_s, reuse=self.config.incremental
