@@ -56,8 +56,9 @@ so it cannot tell "busy" from "overloaded". The dcgm preset offers it only as `s
 GPUs per replica; add queue/rps through `metrics.queries` where you can.
 
 Values. The query range is the `window_s` up to the first multiple of `step_s` at or after
-now (that newest point sees the latest scrape); a sample absent at a step is NaN. NaN, +-Inf and negative values returned by Prometheus
-are dropped (NaN) and counted in that row's error message, never passed on as numbers.
+now (that newest point sees the latest scrape); a sample absent at a step is NaN. NaN, +-Inf
+and negative values returned by Prometheus are dropped (NaN) and counted in that row's error
+message, never passed on as numbers.
 
 Incremental reads. A window of 600 s at 15 s is 41 points per series, but only the newest
 one or two change between ticks. observe() keeps each query's per-series window and, next
