@@ -650,9 +650,14 @@ def simulate(
     seed: int = 0,
     progress: Callable[[float, float], None] | None = None,
     itl_slo_ms: float | None = None,
+    schedules: Any = None,
 ) -> RunResult:
     """Run `policy` for `workload` on a trace (request or aggregate mode) or a rate curve
     (aggregate mode), calling the service's ControlLoop at every poll.
+
+    schedules: a ScheduleSource (e.g. `autoscaler.schedules.ScheduleEvaluator(epoch_s=...)`,
+    where epoch_s is the wall-clock time of the trace's t=0) whose floors the loop feeds to
+    the policy on simulated time, exactly as the service does on wall time.
 
     The cluster starts with the initial replicas of the module docstring on demand. When the
     cluster config uses the per-zone hazard (no explicit schedule), the reclaim schedule is
@@ -719,7 +724,7 @@ def simulate(
     )
     view = SimClusterView(cluster, workload)
     actuator = SimActuator(cluster, workload)
-    loop = ControlLoop([workload], metrics, view, actuator, policy=policy)
+    loop = ControlLoop([workload], metrics, view, actuator, policy=policy, schedules=schedules)
 
     decided: dict[str, list[float]] = {
         "decided_total": [],
