@@ -209,9 +209,15 @@ def test_load_is_patched_with_event_and_persisted_state(
 ) -> None:
     # 60 req/s at 10 per replica = 6 replicas: on-demand base ceil(0.2 * 6) = 2, spot 4
     serve_load(prom_exporter, "chat", 60.0)
-    report = tick_until(service, lambda r: "inference/chat" not in r.held)
-    assert ("inference/chat", "spot", 4) in report.patches
-    assert ("inference/chat", "on_demand", 2) in report.patches
+    patches: list[tuple[str, str, int]] = []
+
+    def settled(r: Any) -> bool:
+        patches.extend(r.patches)
+        return replicas(kube, "chat-spot") == 4 and replicas(kube, "chat-od") == 2
+
+    tick_until(service, settled)
+    assert ("inference/chat", "spot", 4) in patches
+    assert ("inference/chat", "on_demand", 2) in patches
     assert replicas(kube, "chat-spot") == 4
     assert replicas(kube, "chat-od") == 2
     rec = service.store.get("inference/chat")
