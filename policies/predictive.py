@@ -48,6 +48,11 @@ SILENCE_REF_WINDOW_S = 300.0
 # ... and only when that peak needed at least this many replicas (the tail of a quiet
 # workload's decline is not an outage, and min_replicas covers one replica anyway).
 SILENCE_MIN_REPLICAS = 2.0
+# ... and only when the demand had been steady: its minimum over the reference window, up to
+# SILENCE_RAMP_S before now (a rate over a 60 s window takes that long to fall, plus a
+# scrape), at least this fraction of the peak.
+SILENCE_STEADY_RATIO = 0.5
+SILENCE_RAMP_S = 90.0
 # The batch policy never plans to drain a backlog in less than this, even when its
 # deadline has (nearly) passed: it asks for capacity as fast as HPA rate limits allow.
 BATCH_MIN_DRAIN_S = 60.0
@@ -568,7 +573,13 @@ def decide(
         ref_cols = slice(
             int(np.searchsorted(obs.t_s, now_s - SILENCE_REF_WINDOW_S, side="right")), None
         )
-        peak = np.fmax.reduce(_demand_series(table, obs, ref_cols), axis=1)
+        ref = _demand_series(table, obs, ref_cols)
+        peak = np.fmax.reduce(ref, axis=1)
+        # the stream was steady before it stopped: bursty traffic is silent between bursts
+        # all the time, and that is demand, not an outage (the last rate window, where a
+        # stop ramps down, is left out of the check)
+        steady_cols = obs.t_s[ref_cols] <= now_s - SILENCE_RAMP_S
+        floor = np.fmin.reduce(np.where(steady_cols[None, :], ref, np.nan), axis=1)
         quiet = ~missing & np.isfinite(last_val)
         ongoing = np.isfinite(silence_since)
         with np.errstate(invalid="ignore"):
@@ -578,6 +589,7 @@ def decide(
                 & quiet
                 & (table.silence_hold_s > 0)
                 & (peak >= SILENCE_MIN_REPLICAS * per_replica)
+                & (floor >= SILENCE_STEADY_RATIO * peak)
                 & (last_val <= table.silence_ratio * peak)
             )
         silence_since = np.where(onset, now_s, np.where(still, silence_since, -np.inf))

@@ -180,9 +180,10 @@ class StreamingSpec(_Model):
 
 
 class SilenceSpec(_Model):
-    """Sudden silence: demand that falls from its recent peak to (nearly) nothing within a
-    few minutes is far more often an upstream outage (gateway, load balancer, client fleet)
-    than the end of demand, and the traffic comes back all at once when it heals. Chat, rag
+    """Sudden silence: steady demand that falls from its recent peak to (nearly) nothing
+    within a minute or two is far more often an upstream outage (gateway, load balancer,
+    client fleet) than the end of demand (bursty demand, silent between bursts, is not
+    held), and the traffic comes back all at once when it heals. Chat, rag
     and streaming workloads hold their replicas through such a silence for `hold_s`
     seconds instead of scaling in, so the return meets warm capacity rather than a cold
     start; a silence that lasts longer is treated as real and scaled down as usual. Batch

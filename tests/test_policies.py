@@ -288,6 +288,18 @@ def test_gradual_decline_to_zero_is_not_a_silence() -> None:
     assert int(d.desired_total[0]) <= 2
 
 
+def test_bursty_demand_silent_between_bursts_is_not_an_outage() -> None:
+    # 2-minute bursts of 80 req/s every 5 minutes, nothing in between: the stream was never
+    # steady, so its silences are demand, not an outage
+    drv = Driver([_silence_spec(3600.0)], on_demand=8)
+    bursts = lambda t: 80.0 if (t % 300.0) < 120.0 else 0.0  # noqa: E731
+    reasons = set()
+    for t in np.arange(0.0, 1800.0, 15.0):
+        d = drv.step(float(t), {"rps": bursts})
+        reasons.add(str(d.reason[0]))
+    assert "HoldSuddenSilence" not in reasons
+
+
 @pytest.mark.parametrize(
     ("kw", "why"),
     [
