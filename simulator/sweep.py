@@ -123,8 +123,8 @@ def builtin_grids(capacity_rps: float, default_targets: Mapping[str, float]) -> 
             "capacity.target_utilization": [0.8, 0.9, 1.0],
             "forecast.quantile": [0.5, 0.8, 0.95],
         },
-        # AverageValue requests/s per replica: from half the capacity up to all of it
-        "hpa": {"target": [round(c * f, 3) for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]},
+        # AverageValue requests/s per replica: from a fifth of the capacity up to all of it
+        "hpa": {"target": [round(c * f, 3) for f in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]},
         # KEDA's trigger: the waiting queue (its default here; from a tenth of the default
         # target to 4x) or requests running (vLLM's num_requests_running, per replica)
         "keda": [
@@ -136,11 +136,13 @@ def builtin_grids(capacity_rps: float, default_targets: Mapping[str, float]) -> 
             },
             {
                 "metric": ["running"],
-                "target": [round(inflight * f, 3) for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)],
+                "target": [
+                    round(inflight * f, 3) for f in (0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+                ],
             },
         ],
         # in-flight requests per replica (KPA's target concurrency)
-        "kpa": {"target": [round(inflight * f, 3) for f in (0.2, 0.3, 0.5, 0.7, 0.85, 1.0)]},
+        "kpa": {"target": [round(inflight * f, 3) for f in (0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)]},
     }
 
 
@@ -229,6 +231,28 @@ def at_equal_attainment(
     if not meet:
         return None
     return min(meet, key=lambda p: float(p[key]))
+
+
+def interpolated_at_attainment(
+    points: Sequence[Mapping[str, Any]], attainment: float, key: str = "gpu_hours"
+) -> float | None:
+    """`key` at exactly `attainment` on the frontier of (key, attainment), by linear
+    interpolation between the two frontier points around it (a policy tuned in finer steps
+    would land there); the frontier's own value when a point hits it; None when no point
+    reaches the attainment. Less favourable to the challenger than `at_equal_attainment`,
+    which takes the next point at or above it."""
+    fr = [points[i] for i in pareto_frontier(points, x_key=key)]
+    above = [p for p in fr if float(p["slo_attainment"]) >= attainment - 1e-9]
+    if not above:
+        return None
+    hi = min(above, key=lambda p: float(p[key]))
+    below = [p for p in fr if float(p["slo_attainment"]) < attainment - 1e-9]
+    if not below or float(hi["slo_attainment"]) <= attainment + 1e-9:
+        return float(hi[key])
+    lo = max(below, key=lambda p: float(p["slo_attainment"]))
+    a0, a1 = float(lo["slo_attainment"]), float(hi["slo_attainment"])
+    x0, x1 = float(lo[key]), float(hi[key])
+    return x0 + (x1 - x0) * (attainment - a0) / (a1 - a0)
 
 
 def split_s(duration_s: float, tune_fraction: float, step_s: float) -> float:
@@ -647,8 +671,9 @@ class SweepResult:
 
     def comparisons(self) -> dict[str, Any]:
         """Eval-half ratios of the predictive policy's chosen setting against the oracle and
-        each baseline at equal attainment (a baseline's cheapest eval point reaching the
-        predictive policy's eval attainment; None when no point reaches it)."""
+        each baseline at equal attainment: the baseline's cheapest eval point reaching the
+        predictive policy's eval attainment, and its frontier interpolated to exactly that
+        attainment (`interpolated_at_attainment`); None when no point reaches it."""
         pred = self.policies.get("predictive")
         if pred is None or pred.chosen < 0:
             return {}
@@ -667,7 +692,12 @@ class SweepResult:
                 continue
             pts = ps.points.get("eval", [])
             same = at_equal_attainment(pts, float(ours["slo_attainment"]), "gpu_hours")
+            interp = interpolated_at_attainment(pts, float(ours["slo_attainment"]), "gpu_hours")
             out[name] = {
+                "interpolated_gpu_hours": interp,
+                "predictive_gpu_hours_ratio_interpolated": (
+                    None if interp is None else ours["gpu_hours"] / interp
+                ),
                 "at_equal_attainment": None
                 if same is None
                 else {

@@ -154,6 +154,16 @@ def test_equal_attainment_takes_the_cheapest_reaching_it() -> None:
     assert at_equal_attainment(pts, 99.95) is None
 
 
+def test_interpolation_on_the_frontier_between_bracketing_points() -> None:
+    # frontier (gpu 6, 99.2) - (8, 99.6) - (10, 99.9); 99.5 lies 3/4 of the way to 99.6
+    pts = [_pt(5, 99.9, gpu=10), _pt(3, 99.2, gpu=6), _pt(4, 99.6, gpu=8), _pt(9, 99.0, gpu=9)]
+    got = sweep.interpolated_at_attainment(pts, 99.5)
+    assert got == pytest.approx(6 + (8 - 6) * (99.5 - 99.2) / (99.6 - 99.2))
+    assert sweep.interpolated_at_attainment(pts, 99.6) == 8  # a point on it: its own value
+    assert sweep.interpolated_at_attainment(pts, 99.0) == 6  # below the frontier's start
+    assert sweep.interpolated_at_attainment(pts, 99.95) is None
+
+
 # -- the split -----------------------------------------------------------------------------------
 
 
