@@ -409,7 +409,11 @@ def decide(
     if obs.n != n or state.n != n:
         raise ValueError(f"specs ({n}), state ({state.n}) and observation ({obs.n}) differ in size")
     cur = obs.cluster
-    current = cur.current_total
+    # Spill-over replicas cover spot at risk on top of the desired total: every stage below
+    # judges the desired total against the serving replicas without them (counted in, each
+    # spill would ratchet the total up through the scale-down rate limit, and the spot pool
+    # would keep the extra replicas after the spill drains).
+    current = np.maximum(cur.current_total - np.where(table.spot_enabled, state.spill, 0), 0)
     sc = table.scenario
 
     # 1. demand -------------------------------------------------------------------------

@@ -163,6 +163,21 @@ def test_spillover_to_on_demand_within_one_tick_and_back_after_hold() -> None:
     assert int(d.on_demand[0]) == 0
 
 
+def test_spill_does_not_ratchet_the_desired_total() -> None:
+    # 60 req/s = 6 replicas. Spot at risk for 10 minutes: 3 on-demand cover it, on top of the
+    # 6; the total asked for stays 6 (chat's scale-down limit would otherwise keep 6 + 3 as
+    # the new current and shed them one a minute), and afterwards spot is back to 6.
+    s = spec("chat", slo={"slo_class": "flexible"}, forecast={"method": "none"})
+    drv = Driver([s], spot=6, on_demand=0)
+    for t in np.arange(0.0, 600.0, 15.0):
+        d = drv.step(float(t), {"rps": 60.0}, spot_at_risk=3)
+        assert int(d.desired_total[0]) == 6
+        assert (int(d.spot[0]), int(d.on_demand[0])) == (6, 3)
+    for t in np.arange(600.0, 1200.0, 15.0):
+        d = drv.step(float(t), {"rps": 60.0})
+    assert (int(d.spot[0]), int(d.on_demand[0]), int(d.desired_total[0])) == (6, 0, 6)
+
+
 def test_pending_spot_spills_too() -> None:
     s = spec("chat", slo={"slo_class": "flexible"}, forecast={"method": "none"})
     drv = Driver([s], spot=4, on_demand=0)
