@@ -894,11 +894,11 @@ def plot_frontier(result: SweepResult, path: str | Path, x_max: float = 3.0) -> 
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     halves_txt = " / ".join(sorted(halves_used))
     fig.suptitle(
-        f"{result.info.get('trace', '')} ({halves_txt} half): each point one setting; "
+        f"{result.info.get('trace', '')} ({halves_txt} half): each point one setting\n"
         f"dashed {goal_miss:g} % goal, dotted oracle, circled the setting chosen on the tune half",
         fontsize=9,
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 0.94))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.92))
     return Path(_save(fig, path))
 
 
