@@ -6,12 +6,21 @@ lists its steps the same way):
 1. demand     the scenario's primary signal per workload, in its own units:
               chat rps; rag in-flight (queue + running); streaming active streams or
               tokens/s; batch item arrivals/s (plus backlog and its age).
-2. forecast   smooth and forecast the demand one lead time ahead (warm lead when warm slots
-              are ready, else cold), with an upper bound at the SLO class's quantile.
-3. recommend  replicas from demand now and forecast: chat/streaming/rag divide by capacity
-              per replica (at target utilization); rag follows the short window during a
-              burst; batch sizes for the backlog to drain before its deadline.
-4. tolerance  HPA's 10 % band around current replicas (inclusive).
+2. forecast   smooth and forecast the demand at the horizon lead + observation lag (warm
+              lead when warm slots are ready, else cold; the lag is how old a rate()
+              sample's load already is). The bound at the SLO class's quantile comes from
+              the forecast's own scored errors at that horizon once it has enough of them
+              (`policies.calibration`), else from the model's h-step variance. The plan is
+              the bound's maximum over [now, now + horizon]: what a replica started now
+              will serve, and what the load needs before a replica given back could return.
+              A forecast with fewer than PLAN_MIN_SAMPLES samples plans on the demand now.
+3. recommend  replicas from the plan: chat/streaming/rag divide by capacity per replica
+              (at target utilization); rag follows the short window during a burst; batch
+              sizes for the backlog to drain before its deadline.
+4. tolerance  HPA's band around current replicas (inclusive; none upward for serving
+              scenarios by default). Current replicas exclude on-demand spill-over.
+   silence    steady demand that drops to almost nothing is held as an outage for
+              `silence.hold_s` (spec.SilenceSpec): the replicas it fell from stay.
 5. behavior   HPA stabilization windows and rate policies, then [min, max] bounds.
 6. hold       missing or stale demand -> keep the last good decision, never scale down.
 7. split      spot / on-demand (base share, spill-over for spot at risk or stuck Pending,
@@ -45,6 +54,9 @@ DEFAULT_MAX_SAMPLE_AGE_S = 90.0
 PLAN_MIN_SAMPLES = 8
 # A sudden silence is measured against the demand's peak over this many seconds.
 SILENCE_REF_WINDOW_S = 300.0
+# ... read at this many columns of the window at most, evenly spread (a rate over 60 s moves
+# little between them, and a 1 s scrape would otherwise mean 300 columns per workload).
+SILENCE_REF_COLS = 21
 # ... and only when that peak needed at least this many replicas (the tail of a quiet
 # workload's decline is not an outage, and min_replicas covers one replica anyway).
 SILENCE_MIN_REPLICAS = 2.0
@@ -369,11 +381,12 @@ def _replace_rows(state: PolicyState, rows: Sequence[tuple[int, PolicyState]]) -
 def _demand_series(
     table: SpecTable,
     obs: Observation,
-    cols: slice | None = None,
+    cols: slice | NDArray[np.intp] | None = None,
     rows: NDArray[np.intp] | None = None,
 ) -> F64:
     """[rows, cols] primary demand per workload in its scenario's units; `table` holds the
-    specs of exactly those rows. Column slices are views: nothing outside them is copied."""
+    specs of exactly those rows. Column slices are views: nothing outside them is copied
+    (an index array of columns copies just those)."""
     sc = table.scenario
     c = slice(None) if cols is None else cols
 
@@ -574,16 +587,20 @@ def decide(
     silence_total = state.silence_total
     in_silence = np.zeros(n, dtype=bool)
     if bool(np.any(table.silence_hold_s > 0)):
-        ref_cols = slice(
-            int(np.searchsorted(obs.t_s, now_s - SILENCE_REF_WINDOW_S, side="right")), None
-        )
-        ref = _demand_series(table, obs, ref_cols)
-        peak = np.fmax.reduce(ref, axis=1)
-        # the stream was steady before it stopped: bursty traffic is silent between bursts
-        # all the time, and that is demand, not an outage (the last rate window, where a
-        # stop ramps down, is left out of the check)
-        steady_cols = obs.t_s[ref_cols] <= now_s - SILENCE_RAMP_S
-        floor = np.fmin.reduce(np.where(steady_cols[None, :], ref, np.nan), axis=1)
+        lo = int(np.searchsorted(obs.t_s, now_s - SILENCE_REF_WINDOW_S, side="right"))
+        hi = int(obs.t_s.shape[0])
+        if hi > lo:
+            k = min(SILENCE_REF_COLS, hi - lo)
+            ref_cols = np.unique(np.round(np.linspace(lo, hi - 1, k)).astype(np.intp))
+            ref = _demand_series(table, obs, ref_cols)
+            peak = np.fmax.reduce(ref, axis=1)
+            # the stream was steady before it stopped: bursty traffic is silent between
+            # bursts all the time, and that is demand, not an outage (the last rate window,
+            # where a stop ramps down, is left out of the check)
+            steady_cols = obs.t_s[ref_cols] <= now_s - SILENCE_RAMP_S
+            floor = np.fmin.reduce(np.where(steady_cols[None, :], ref, np.nan), axis=1)
+        else:
+            peak = floor = np.full(n, np.nan)
         quiet = ~missing & np.isfinite(last_val)
         ongoing = np.isfinite(silence_since)
         with np.errstate(invalid="ignore"):
