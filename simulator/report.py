@@ -128,17 +128,20 @@ class PolicyReport:
         return safe
 
 
-def _json_safe(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """NaN/inf -> None, numpy scalars -> Python, recursively (JSON has no NaN)."""
     if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
+
+
+_json_safe = json_safe
 
 
 def weighted_quantile(values: F64, weights: F64, q: float) -> float:

@@ -255,15 +255,9 @@ def latency_stats(x: F64) -> dict[str, float]:
 
 
 def _json_safe(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+    from simulator.report import json_safe
+
+    return json_safe(x)
 
 
 # ---- the sender --------------------------------------------------------------------------------
