@@ -385,22 +385,29 @@ def _demand_series(
     rows: NDArray[np.intp] | None = None,
 ) -> F64:
     """[rows, cols] primary demand per workload in its scenario's units; `table` holds the
-    specs of exactly those rows. Column slices are views: nothing outside them is copied
-    (an index array of columns copies just those)."""
+    specs of exactly those rows. Each scenario group reads only its own rows of its own
+    families (one copy of the block it needs); column slices cost nothing more."""
     sc = table.scenario
     c = slice(None) if cols is None else cols
+    obs_rows = np.arange(sc.shape[0]) if rows is None else rows
+    width = int(obs.t_s[c].shape[0])
+    out = np.empty((sc.shape[0], width))
 
-    def m(name: str) -> F64:
-        arr = obs.metric(name)[:, c]
-        return arr if rows is None else arr[rows]
+    def m(name: str, sel: B) -> F64:
+        r = obs_rows[sel]
+        arr = obs.metric(name)
+        block: F64 = arr[np.ix_(r, c)] if isinstance(c, np.ndarray) else arr[r, c]
+        return block
 
-    out = m("rps").copy()
     rag = sc == RAG
-    if rag.any():
-        out[rag] = _nan_add(m("queue")[rag], m("running")[rag])
     st = sc == STREAMING
+    other = ~(rag | st)
+    if other.any():
+        out[other] = m("rps", other)
+    if rag.any():
+        out[rag] = _nan_add(m("queue", rag), m("running", rag))
     if st.any():
-        out[st] = np.where(table.uses_tokens[st][:, None], m("tokens_ps")[st], m("streams")[st])
+        out[st] = np.where(table.uses_tokens[st][:, None], m("tokens_ps", st), m("streams", st))
     return out
 
 
