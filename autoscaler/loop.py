@@ -44,7 +44,6 @@ from policies.types import ClusterFacts, Decisions, Observation, Policy
 
 log = logging.getLogger("gpu_autoscaler.loop")
 
-POOL_TARGET = {"spot": "spot", "on_demand": "on_demand", "warm": "warm"}
 ACTIVE_FAMILIES = ("queue", "backlog", "rps", "running", "streams")
 
 

@@ -166,7 +166,7 @@ class PolicyState:
                 [
                     int(d.get(k, _DEFAULTS.get(k, 0)))
                     if k in _INT_FIELDS
-                    else _from_json_float(d.get(k, _DEFAULTS.get(k)))
+                    else float(d.get(k, _DEFAULTS.get(k, "nan")))
                     for d in items
                 ],
                 dtype=np.int64 if k in _INT_FIELDS else np.float64,
@@ -204,10 +204,6 @@ def _json_float(x: float) -> float | str:
     if np.isfinite(x):
         return x
     return "-inf" if x < 0 else ("inf" if x > 0 else "nan")
-
-
-def _from_json_float(x: Any) -> float:
-    return float(x)
 
 
 def _where_state(mask: B, new: Any, old: Any) -> Any:
@@ -640,7 +636,6 @@ def decide(
         table.behavior, state.behavior, rec, current, min_r, table.max_replicas, now_s
     )
     final = np.where(held, hold_total, final)
-    fstate_kept = fstate  # forecast skipped NaNs already; keep its progress
 
     # 7. pool split -----------------------------------------------------------------------
     spot_enabled = table.spot_enabled
@@ -727,7 +722,7 @@ def decide(
         held=held,
     )
     new_state = PolicyState(
-        forecast=fstate_kept,
+        forecast=fstate,
         behavior=bstate,
         errors=errs,
         last_total=np.where(held, state.last_total, final),

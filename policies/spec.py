@@ -19,7 +19,7 @@ spec did not set explicitly (seed article's table):
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -445,6 +445,3 @@ def validate_policy_spec(data: Any, source: str = "spec", prefix: str = "") -> P
             if full not in seen:
                 problems.append((full, msg))
         raise SpecError(problems, source) from None
-
-
-Replicas = Annotated[int, Field(ge=0)]

@@ -8,7 +8,7 @@ construction: policies return new values.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -270,11 +270,6 @@ class Policy(Protocol[S]):
         ...
 
 
-def with_changes(obj: Any, **changes: Any) -> Any:
-    """dataclasses.replace, typed loosely for frozen value types."""
-    return replace(obj, **changes)
-
-
 __all__ = [
     "B",
     "ClusterFacts",
@@ -287,6 +282,4 @@ __all__ = [
     "Observation",
     "POOLS",
     "Policy",
-    "field",
-    "with_changes",
 ]
