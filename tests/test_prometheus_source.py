@@ -23,6 +23,7 @@ from autoscaler.adapters.prometheus import (
     PRESETS,
     PrometheusMetricsSource,
     PrometheusSourceConfig,
+    QueryPlan,
     plan_queries,
     render_template,
 )
@@ -103,6 +104,20 @@ def test_template_placeholders_are_filled() -> None:
 def test_unknown_placeholder_is_named() -> None:
     with pytest.raises(ValueError, match=r"unknown placeholder\(s\) \{windows\}"):
         render_template("rate(m{selector}[{windows}])", "namespace", "workload", 60)
+
+
+def test_range_queries_are_told_from_instant_ones() -> None:
+    plans, _ = plan_queries([workload("a"), workload("b", preset="tgi")])
+    ranged = {(p.template, f) for p in plans if p.reads_a_range for f in p.families}
+    assert {f for _, f in ranged} == {"rps", "tokens_ps"}  # rate(...[{window}]) in both presets
+    assert not any(p.reads_a_range and "queue" in p.families for p in plans)
+    for text, expected in [
+        ("max_over_time(q{selector}[5m])", True),
+        ("rate(x{selector}[90s])", True),
+        ("max_over_time(rate(x[1m])[10m:30s])", True),
+        ('sum by ({by}) (q{selector,le=~"[0-9]+"})', False),
+    ]:
+        assert QueryPlan("", text, "ns", "wl").reads_a_range is expected, text
 
 
 def test_fifty_workloads_one_query_per_distinct_query() -> None:
@@ -348,6 +363,12 @@ def wait_until(t_s: float, limit_s: float = 15.0) -> None:
     time.sleep(min(limit_s, max(0.0, t_s - time.time())))
 
 
+def points_per_query(src: PrometheusMetricsSource, n: int) -> list[int]:
+    """n grid points per query of the last call, one fewer for a range query (a rate): its
+    newest point lies after now."""
+    return [n - 1 if f"[{RATE_WINDOW_S}s]" in q else n for q in src.last_queries]
+
+
 def src_of(live: World, **settings: Any) -> PrometheusMetricsSource:
     return PrometheusMetricsSource.from_url(
         live.server.url, **{"window_s": 30.0, "step_s": 1.0, **settings}
@@ -384,8 +405,12 @@ def test_two_pods_are_summed(live: World) -> None:
 def test_rates_match_the_driven_rates(live: World) -> None:
     wait_until(live.t_ready + RATE_WINDOW_S + 2)
     ws = many() + [workload("two-pods"), workload("surge")]
-    out = src_of(live).observe(ws, time.time())
+    now = time.time()
+    out = src_of(live).observe(ws, now)
     rps, tps = out.metrics["rps"][:, -1], out.metrics["tokens_ps"][:, -1]
+    if out.t_s[-1] > now:
+        # rates stop at the last grid point before now; the newest column repeats it
+        np.testing.assert_array_equal(rps, out.metrics["rps"][:, -2])
     expected_rps = [1 + i % 4 for i in range(N_MANY)] + [2.0 + 1.0, 3.0 + 2.0]
     np.testing.assert_allclose(rps, expected_rps, rtol=0.1)
     # prompt + generation tokens/s: 100 + 50; two pods 10 + 5 + 20 + 5
@@ -504,13 +529,14 @@ def test_incremental_observe_reads_the_end_only_and_equals_a_full_read(live: Wor
     ws = many()[:10] + [workload("two-pods"), workload("surge"), workload("nan-q")]
     inc = src_of(live, refetch_s=3.0, **window)
     first = inc.observe(ws, time.time())
-    assert inc.last_fetched_points == [11] * 4  # nothing to reuse yet
+    # nothing to reuse yet; the range queries (rates) stop at the last point before now
+    assert inc.last_fetched_points == points_per_query(inc, 11)
     time.sleep(2.0)
     now = time.time()
     again = inc.observe(ws, now)
     # the grid moved by ~2 steps: read those + the 3 s re-read (4 points), not all 11
     moved = int(round(again.t_s[-1] - first.t_s[-1]))
-    assert inc.last_fetched_points == [moved + 3 + 1] * 4
+    assert inc.last_fetched_points == points_per_query(inc, moved + 3 + 1)
     reused = 11 - (moved + 4)
     # the reuse carried data (all rows but nan-q, whose queue is NaN by design)
     assert np.isfinite(again.metrics["queue"][:-1, :reused]).all()
@@ -528,7 +554,7 @@ def test_a_changed_workload_set_is_read_in_full(live: World) -> None:
     src = src_of(live, refetch_s=3.0)
     src.observe(many()[:5], time.time())
     src.observe(many()[:6], time.time())  # other selector: other queries, nothing to reuse
-    assert src.last_fetched_points == [31] * 4
+    assert src.last_fetched_points == points_per_query(src, 31)
     src.observe(many()[:6], time.time())
     assert max(src.last_fetched_points) < 31
 

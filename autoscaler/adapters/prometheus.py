@@ -60,6 +60,13 @@ now (that newest point sees the latest scrape); a sample absent at a step is NaN
 and negative values returned by Prometheus are dropped (NaN) and counted in that row's error
 message, never passed on as numbers.
 
+A query that reads a range vector (`rate()`, `increase()`, `deriv()`, subqueries) stops at the
+last grid point at or before now, and its newest column repeats that value. Evaluated later
+than about 1.1 scrape intervals after its newest sample, `rate()` extrapolates only half an
+interval towards the window's end, so a point up to a step in the future read 15-25 % low on
+a window of four or five scrapes (a 60 s window at 15 s). The next observe() re-reads the
+column (it lies within `refetch_s`); gauges keep the newest point.
+
 Incremental reads. A window of 600 s at 15 s is 41 points per series, but only the newest
 one or two change between ticks. observe() keeps each query's per-series window and, next
 tick, reads only from `refetch_s` (30 s) before the previous window's end: new steps, plus the
@@ -190,6 +197,8 @@ PRESETS: Mapping[str, Mapping[str, str]] = {
 
 _PLACEHOLDERS = ("{by}", "{selector}", "{matchers}", "{window}")
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A range selector: `[{window}]`, `[5m]`, `[90s]`, a subquery `[5m:30s]`.
+_RANGE_RE = re.compile(r"\[\s*(\{window\}|\d+(ms|[smhdwy]))")
 # Prometheus refuses range queries of more than 11,000 points per series.
 PROMETHEUS_MAX_POINTS = 11_000
 
@@ -377,6 +386,11 @@ class QueryPlan:
     def families(self) -> list[str]:
         return list(self.rows)
 
+    @property
+    def reads_a_range(self) -> bool:
+        """The query reads a range vector (`rate(x[{window}])`, `deriv(...[5m])`)."""
+        return _RANGE_RE.search(self.template) is not None
+
 
 @dataclass
 class _Block:
@@ -563,7 +577,8 @@ class PrometheusMetricsSource:
         # The newest grid point is the first one at or after now: Prometheus evaluates it with
         # the latest sample scraped so far, so a scrape that landed a moment ago is seen now
         # instead of one step later (the next tick re-reads it within refetch_s). Aligning
-        # down instead would add up to a step to every reaction.
+        # down instead would add up to a step to every reaction. Range queries stop a step
+        # earlier (_windows).
         end = math.ceil(now_s / step - 1e-9) * step
         n_steps = int(math.floor(self.config.window_s / step + 1e-9))
         return self._windows(
@@ -635,11 +650,16 @@ class PrometheusMetricsSource:
         # Per plan: the block to reuse and the first grid column to query.
         previous = [self._blocks.get(p.promql) if reuse else None for p in good]
         first_col = [self._first_column(b, t_s, step) for b in previous]
+        # A range query at a grid point after now extrapolates past its newest sample and
+        # reads low (module docstring): it stops at the last grid point at or before now,
+        # and its newest column repeats that one until the next observe() re-reads it.
+        beyond_now = n_samples >= 2 and float(t_s[-1]) > ref_now_s + 1e-6
+        stop = [n_samples - 1 if beyond_now and p.reads_a_range else n_samples for p in good]
         chunk = self.config.max_points_per_query
         tasks = [
-            (k, lo, min(n_samples, lo + chunk))
+            (k, lo, min(stop[k], lo + chunk))
             for k in range(len(good))
-            for lo in range(first_col[k], n_samples, chunk)
+            for lo in range(first_col[k], stop[k], chunk)
         ]
         if tasks:
             self._client.headers = self._headers()  # token re-read once per call
@@ -663,6 +683,9 @@ class PrometheusMetricsSource:
             block, dup, unlabelled = self._build_block(
                 plan, by_plan[k], t_s, step, first_col[k], prev
             )
+            if stop[k] < n_samples:
+                block.values[:, stop[k] :] = block.values[:, stop[k] - 1 : stop[k]]
+                block.flags[:, stop[k] :] = 0  # a dropped value is reported once
             blocks[plan.promql] = block
             self._scatter(plan, block, metrics, errors, dup, unlabelled)
         if reuse:
