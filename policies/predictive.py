@@ -24,8 +24,9 @@ lists its steps the same way):
 5. behavior   HPA stabilization windows and rate policies, then [min, max] bounds.
 6. hold       missing or stale demand -> keep the last good decision, never scale down.
 7. split      spot / on-demand (base share, spill-over for spot at risk or stuck Pending,
-              drift back only after spot has been healthy for a hold period) and the warm
-              pool from forecast headroom.
+              drift back only after spot has been healthy for a hold period; on-demand
+              replicas that serve stay until the spot replicas replacing them are Ready)
+              and the warm pool from forecast headroom.
 
 Decisions carry a reason code and a human message. State is returned, never mutated.
 """
@@ -85,7 +86,7 @@ class PolicyState:
     errors: HorizonErrors  # scored forecast errors at the planning horizon
     last_total: I64  # last good desired total (-1: none yet)
     last_good_s: F64  # when it was decided (-inf: never)
-    spill: I64  # on-demand replicas currently covering for spot
+    spill: I64  # on-demand covering for spot: spill-over, and handover until spot is Ready
     spot_unhealthy_s: F64  # last time spot was at risk or stuck Pending (-inf: never)
     burst_until_s: F64  # rag: burst mode lasts until (-inf: not in burst)
     last_busy_s: F64  # batch: last time the backlog or arrivals were non-zero
@@ -552,10 +553,21 @@ def decide(
 
     last_busy = state.last_busy_s
     if is_batch.any():
+        # The backlog must drain by the deadline (counted from its oldest item) while the
+        # arrivals are served: Ready replicas drain from now, replicas asked for now only
+        # after their lead time.
         time_left = np.maximum(table.batch_deadline_s - backlog_age, BATCH_MIN_DRAIN_S)
+        late = np.maximum(time_left - lead, BATCH_MIN_DRAIN_S)
+        q = np.nan_to_num(backlog)
+        ready = cur.ready_total.astype(np.float64)
+        by_ready = ready * table.capacity * time_left
         with np.errstate(invalid="ignore", divide="ignore"):
-            drain = np.nan_to_num(backlog) / (table.capacity * time_left)
-        batch_need = np.fmax(drain, need)
+            drain = np.where(
+                q <= by_ready,
+                q / (table.capacity * time_left),
+                ready + (q - by_ready) / (table.capacity * late),
+            )
+        batch_need = drain + np.nan_to_num(need)
         busy = (np.nan_to_num(backlog) > 0) | (np.nan_to_num(last_val) > 0)
         last_busy = np.where(is_batch & busy, now_s, last_busy)
         idle_long = (now_s - last_busy) >= table.batch_idle_s
@@ -654,10 +666,19 @@ def decide(
         np.where(healthy_long, 0, state.spill),
     )
     spill = np.where(spot_enabled, np.minimum(spill, spot_target), 0)
-    on_demand = base + spill
+    # Make before break: on-demand replicas serving now stay until the spot replicas meant
+    # to replace them are Ready (a shift to spot, e.g. the first decision of a workload that
+    # starts on demand, must not leave a cold start without capacity). Carried in the state's
+    # spill, so the next tick's current replicas exclude it like any spill-over.
+    spot_booting = np.maximum(spot_target - cur.ready_spot, 0)
+    bridge = np.where(spot_enabled, np.clip(cur.ready_on_demand - base - spill, 0, spot_booting), 0)
+    on_demand = base + spill + bridge
     spot = np.where(spot_enabled, spot_target, 0)
     on_demand = np.maximum(on_demand, floors.min_on_demand)
     spot = np.where(spot_enabled, np.maximum(spot, floors.min_spot), spot)
+    # holding on missing data scales no pool down (spill-over and handover included)
+    on_demand = np.where(held, np.maximum(on_demand, cur.current_on_demand), on_demand)
+    spot = np.where(held & spot_enabled, np.maximum(spot, cur.current_spot), spot)
 
     # warm pool: headroom between the forecast's upper bound and what we ask for
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -688,7 +709,7 @@ def decide(
     # the scenario's own cause (burst, backlog deadline, idle) names the decision
     main = np.where(reason != "", reason, main)
     main = np.where(in_silence & (final >= silence_total), "HoldSuddenSilence", main)
-    main = np.where(spill > 0, "SpotSpillover", main)
+    main = np.where(spill > 0, "SpotSpillover", main)  # a handover (bridge) is in the message
     main = np.where(held, "HoldStaleMetrics", main)
 
     detail = _messages(
@@ -707,6 +728,7 @@ def decide(
         floors,
         limit,
         (in_silence, silence_ref, silence_since + table.silence_hold_s),
+        bridge,
     )
 
     decisions = Decisions(
@@ -727,7 +749,7 @@ def decide(
         errors=errs,
         last_total=np.where(held, state.last_total, final),
         last_good_s=np.where(held, state.last_good_s, now_s),
-        spill=spill.astype(np.int64),
+        spill=(spill + bridge).astype(np.int64),
         spot_unhealthy_s=unhealthy_s,
         burst_until_s=burst_until,
         last_busy_s=last_busy,
@@ -759,6 +781,7 @@ def _messages(
     floors: Floors,
     limit: Any,
     silence: tuple[B, F64, F64] | None = None,
+    bridge: I64 | None = None,
 ) -> LazyMessages:
     """One human sentence per workload (what and why, with the numbers), formatted on read."""
 
@@ -778,6 +801,8 @@ def _messages(
             msg += f"; limited by behavior ({limit[i]})"
         if spill[i]:
             msg += f"; {spill[i]} on-demand covering spot at risk"
+        if bridge is not None and bridge[i]:
+            msg += f"; {bridge[i]} on-demand serving until spot replicas are Ready"
         if floors.source[i]:
             msg += f"; schedule {floors.source[i]!s} active"
         if silence is not None and silence[0][i]:

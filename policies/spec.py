@@ -204,9 +204,17 @@ class SilenceSpec(_Model):
 
 
 class BatchSpec(_Model):
-    deadline_s: float = Field(default=3600.0, gt=0, description="Backlog must drain by then.")
+    deadline_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Backlog must drain by then (an e2e SLO target, when shorter, instead).",
+    )
     scale_to_zero: bool = True
-    idle_s: float = Field(default=300.0, ge=0, description="Idle this long before going to zero.")
+    idle_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Idle this long before going to zero (then the scale-down window).",
+    )
 
 
 class ScheduleEntrySpec(_Model):

@@ -70,10 +70,11 @@ SCENARIO_BEHAVIOR: dict[Scenario, BehaviorSpec] = {
         scale_up=_rules(0, "Max", ("Pods", 4, 15), ("Percent", 100, 15), tolerance=_UP_TOLERANCE),
         scale_down=_rules(300, "Max", ("Pods", 2, 60)),
     ),
-    # batch: throughput only; grow fast to meet the deadline, release within a minute.
+    # batch: throughput only; grow fast to meet the deadline, release after 5 quiet minutes
+    # (sooner cancels the replicas a burst asked for before their cold start is over).
     Scenario.BATCH: BehaviorSpec(
         scale_up=_rules(0, "Max", ("Pods", 8, 15), ("Percent", 200, 15)),
-        scale_down=_rules(60, "Max", ("Percent", 100, 15)),
+        scale_down=_rules(300, "Max", ("Percent", 100, 15)),
     ),
 }
 
@@ -213,7 +214,15 @@ class SpecTable:
             rag_long_s=f([s.rag.long_window_s for s in specs]),
             rag_burst_factor=f([s.rag.burst_factor for s in specs]),
             stream_headroom=f([s.streaming.headroom_ratio for s in specs]),
-            batch_deadline_s=f([s.batch.deadline_s for s in specs]),
+            # an end-to-end SLO shorter than the drain deadline is the deadline
+            batch_deadline_s=f(
+                [
+                    min(s.batch.deadline_s, s.slo.target_s)
+                    if s.slo.metric == "e2e"
+                    else s.batch.deadline_s
+                    for s in specs
+                ]
+            ),
             batch_idle_s=f([s.batch.idle_s for s in specs]),
             batch_to_zero=b([s.batch.scale_to_zero for s in specs]),
             silence_ratio=f([s.silence.ratio for s in specs]),

@@ -1299,7 +1299,8 @@ class SimCluster(_Lifecycle):
 
     def gauges(self) -> dict[str, float]:
         """Now: queue (waiting requests), running (in flight), streams (= running),
-        kv_usage (context tokens / max_kv_tokens, mean over Ready replicas; 0 when none)."""
+        kv_usage (context tokens / max_kv_tokens, mean over Ready replicas; 0 when none),
+        oldest_wait_s (age of the oldest waiting request since its arrival; 0 when none)."""
         running = self._running()
         ready = self._routable
         if ready:
@@ -1309,11 +1310,16 @@ class SimCluster(_Lifecycle):
             kv_usage = kv / len(ready)
         else:
             kv_usage = 0.0
+        queue = self._queue_len()
+        # FCFS: the head arrived first (a re-queued request goes back to the front, and it
+        # arrived before anything still waiting behind it)
+        oldest = self._now - float(self._arrival_np[self._queue[0][0]]) if self._queue else 0.0
         return {
-            "queue": self._queue_len(),
+            "queue": queue,
             "running": running,
             "streams": running,
             "kv_usage": kv_usage,
+            "oldest_wait_s": max(0.0, oldest),
         }
 
     def counters(self) -> dict[str, float]:
@@ -1697,7 +1703,8 @@ class FluidCluster(_Lifecycle):
     # ---- observation ---------------------------------------------------------------------
 
     def gauges(self) -> dict[str, float]:
-        """Now: queue, running (= streams), kv_usage (mean context / max_kv_tokens)."""
+        """Now: queue, running (= streams), kv_usage (mean context / max_kv_tokens),
+        oldest_wait_s (age of the oldest queued request, _oldest_wait_s)."""
         mi, mo = self._means()
         running = self._running()
         return {
@@ -1705,7 +1712,28 @@ class FluidCluster(_Lifecycle):
             "running": running,
             "streams": running,
             "kv_usage": min(1.0, self._c * (mi + mo / 2.0) / self.profile.max_kv_tokens),
+            "oldest_wait_s": self._oldest_wait_s(),
         }
+
+    def _oldest_wait_s(self) -> float:
+        """Age of the oldest queued request, FIFO: everything that ever left the queue (served,
+        dropped, net of re-queues) is the first A(now) - Q arrivals, so the oldest one still
+        waiting arrived at A^-1(A(now) - Q) (A: cumulative arrivals, piecewise linear).
+        Re-queued work counts as the oldest, and a back-of-queue drop (max_queue) as if it had
+        left from the front: both are means-only approximations, like the rest of the model."""
+        q = self._q
+        if q <= 1e-9 or not self._rt:
+            return 0.0
+        x = self._arrived_by(self._now) - q  # arrivals ahead of the oldest waiting one
+        cum = self._cum_arr
+        j = bisect.bisect_right(cum, x) - 1
+        if j < 0:
+            tau = self._rt[0]
+        else:
+            rate = self._rate[j]
+            into = (x - cum[j]) / rate if rate > 0 else 0.0
+            tau = self._rt[j] + min(into, self._bin_s)
+        return max(0.0, self._now - tau)
 
     def counters(self) -> dict[str, float]:
         """Cumulative: requests_total, completed_total (entered service), dropped_total,

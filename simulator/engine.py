@@ -17,8 +17,8 @@ The loop sees the cluster only through the three adapters below:
   leaves no sample: gauges read NaN there (Prometheus writes staleness markers), rates use
   the samples that exist, and a workload whose newest sample is older than the workload's
   `metrics.stale_after_s` is marked stale.
-  `backlog` is the waiting queue; `backlog_age_s` is served only when the cluster's gauges
-  carry `oldest_wait_s` (neither SimCluster nor FluidCluster does yet, so it reads missing).
+  `backlog` is the waiting queue; `backlog_age_s` the age of its oldest request since
+  arrival (the clusters' `oldest_wait_s` gauge; 0 when nothing waits).
 - `SimClusterView` turns `SimCluster.facts` into `policies.types.ClusterFacts`.
 - `SimActuator` turns a scale-subresource patch into `SimCluster.set_desired`.
 

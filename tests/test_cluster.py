@@ -617,6 +617,35 @@ def test_fluid_queue_grows_when_overloaded_and_drains_after_scale_up() -> None:
     assert 0.0 < r.attainment(ttft_slo_s=1.0) < 1.0
 
 
+def test_oldest_wait_is_the_age_of_the_queue_head_since_arrival() -> None:
+    c = SimCluster(FIXED_COLD, DEFAULT, initial={"on_demand": 0})
+    c.submit(np.array([1.0, 2.0, 3.0]), np.full(3, 100), np.full(3, 10))
+    c.advance(10.0)
+    g = c.gauges()
+    assert g["queue"] == 3 and g["oldest_wait_s"] == pytest.approx(9.0)
+    c.set_desired("on_demand", 1, 10.0)  # ready at 310 s: all served within a second
+    c.advance(320.0)
+    assert c.gauges()["queue"] == 0 and c.gauges()["oldest_wait_s"] == 0.0
+
+
+def test_fluid_oldest_wait_inverts_the_cumulative_arrivals() -> None:
+    mu = DEFAULT.capacity_rps(1155, 211)  # 16.7 req/s, one replica from the start
+    c = FluidCluster(FIXED_COLD, DEFAULT, initial={"on_demand": 1}, step_s=5.0)
+    # 40 req/s for a minute, a silent minute, 40 req/s again
+    c.submit_rate([0.0, 60.0, 120.0], [40.0, 0.0, 40.0], 60.0, 1155, 211)
+    c.advance(120.0)
+    # FIFO: the first 120 * mu arrivals were served; the next arrived at 120 * mu / 40
+    assert c.gauges()["oldest_wait_s"] == pytest.approx(120.0 - 120.0 * mu / 40.0, rel=1e-6)
+    c.advance(200.0)
+    # 200 * mu served > the 2,400 of the first minute: the oldest arrived after the gap
+    tau = 120.0 + (200.0 * mu - 2400.0) / 40.0
+    assert c.gauges()["oldest_wait_s"] == pytest.approx(200.0 - tau, rel=1e-6)
+    c.set_desired("on_demand", 8, 200.0)  # ready at 500 s, the queue drains
+    c.advance(600.0)
+    assert c.gauges()["queue"] == pytest.approx(0.0, abs=1e-9)
+    assert c.gauges()["oldest_wait_s"] == 0.0
+
+
 def test_fluid_and_per_request_agree_on_a_steady_poisson_load() -> None:
     n = 30_000
     rate = 40.0

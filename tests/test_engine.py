@@ -14,9 +14,10 @@ from policies import PredictivePolicy
 from policies.baselines import StaticPolicy
 from simulator import traces
 from simulator.cli import default_workload
-from simulator.cluster import ClusterConfig
+from simulator.cluster import ClusterConfig, SimCluster
 from simulator.engine import SimConfig, SimMetricsSource, oracle_for, prom_rate, simulate
 from simulator.report import LatencyTargets, build_report
+from simulator.service import ServiceProfile
 from simulator.traces import RateCurve
 
 
@@ -314,3 +315,20 @@ def test_aggregate_mode_counts_each_request_once_despite_reclaims() -> None:
     run = simulate(curve, chat_workload(), PredictivePolicy(), cfg, seed=1)
     assert run.interruptions > 0
     assert run.n_requests == pytest.approx(40.0 * 1800.0, rel=1e-6)
+
+
+def test_backlog_age_reads_the_clusters_oldest_wait() -> None:
+    w = make_workload()
+    c = SimCluster(
+        ClusterConfig(spot_hazard_per_hour=0.0), ServiceProfile.default(), initial={"on_demand": 0}
+    )
+    c.submit(np.array([5.0, 20.0]), np.full(2, 100), np.full(2, 10))
+    src = SimMetricsSource(c, w, window_s=300.0)
+    for t in np.arange(0.0, 121.0, 15.0):
+        c.advance(float(t))
+        src.scrape(float(t))
+    win = src.observe([w], 120.0)
+    age, backlog = win.metrics["backlog_age_s"][0], win.metrics["backlog"][0]
+    # nothing serves: the request that arrived at 5 s is the oldest from then on
+    np.testing.assert_allclose(age, np.where(win.t_s >= 5.0, win.t_s - 5.0, 0.0))
+    np.testing.assert_allclose(backlog, (win.t_s >= 5.0).astype(float) + (win.t_s >= 20.0))

@@ -125,13 +125,14 @@ def test_batch_sizes_for_the_deadline_and_scales_to_zero_when_idle() -> None:
     assert int(d.desired_total[0]) == 6
     assert d.reason[0] == "BacklogDeadline"
     assert int(d.on_demand[0]) == 0  # batch prefers spot
-    # backlog drained: one replica stays until idle_s, then zero
+    # backlog drained: one replica stays until idle_s, and zero comes one scale-down window
+    # (300 s: past the cold start a burst's replicas need) after that
     t = 15.0
     while t <= 120.0:
         d = drv.step(t, {"backlog": 0.0, "backlog_age_s": 0.0, "rps": 0.0})
         assert int(d.desired_total[0]) >= 1
         t += 15.0
-    for _ in range(8):
+    while t <= 120.0 + 300.0:
         d = drv.step(t, {"backlog": 0.0, "backlog_age_s": 0.0, "rps": 0.0})
         t += 15.0
     assert int(d.desired_total[0]) == 0
@@ -183,6 +184,29 @@ def test_pending_spot_spills_too() -> None:
     drv = Driver([s], spot=4, on_demand=0)
     d = drv.step(0.0, {"rps": 40.0}, spot_pending_too_long=3)
     assert int(d.on_demand[0]) == 3
+
+
+def test_on_demand_serves_until_the_spot_replacing_it_is_ready() -> None:
+    # a workload that starts on demand (3 replicas) under an all-spot policy: the spot
+    # replicas boot for a cold start, and the on-demand ones serve meanwhile
+    s = spec("chat", slo={"slo_class": "flexible"}, forecast={"method": "none"})
+    drv = Driver([s], spot=0, on_demand=3)
+    for t in (0.0, 15.0, 60.0):  # spot asked for, not Ready yet
+        d = drv.step(t, {"rps": 30.0}, ready_spot=0)
+        assert (int(d.spot[0]), int(d.on_demand[0]), int(d.desired_total[0])) == (3, 3, 3)
+        assert "3 on-demand serving until spot replicas are Ready" in d.detail[0]
+    d = drv.step(300.0, {"rps": 30.0}, ready_spot=2)  # two of three Ready: one stays
+    assert (int(d.spot[0]), int(d.on_demand[0])) == (3, 1)
+    d = drv.step(315.0, {"rps": 30.0}, ready_spot=3)
+    assert (int(d.spot[0]), int(d.on_demand[0]), int(d.desired_total[0])) == (3, 0, 3)
+
+
+def test_handover_keeps_only_ready_on_demand() -> None:
+    # on-demand replicas still booting themselves are not kept for the handover
+    s = spec("chat", slo={"slo_class": "flexible"}, forecast={"method": "none"})
+    drv = Driver([s], spot=0, on_demand=3)
+    d = drv.step(0.0, {"rps": 30.0}, ready_spot=0, ready_on_demand=1)
+    assert (int(d.spot[0]), int(d.on_demand[0])) == (3, 1)
 
 
 def test_base_on_demand_and_warm_pool_from_forecast_headroom() -> None:
@@ -433,7 +457,8 @@ def test_missing_data_never_scales_down(scenario: str, history: list[float], cur
     drv.current = {"spot": 0, "on_demand": current, "warm": 0}
     d = drv.step(300.0, {f: float("nan") for f in fams}, apply=False)
     assert bool(d.held[0])
-    assert int(d.desired_total[0]) >= current
+    # no pool scales down (the desired total leaves out on-demand covering for spot)
+    assert int(d.on_demand[0]) >= current
 
 
 @settings(max_examples=30, deadline=None)
