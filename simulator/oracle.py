@@ -224,8 +224,11 @@ def required_from_arrivals(
     N >= A(k, W) / (c (W + tau)). Every window size in `windows_s` (seconds, resolved at
     1 s) is checked and the bound holds for every tick the window covers; r(t) is the
     ceiling of the largest bound. With tau None (no queueing budget, e.g. an ITL SLO) only
-    the longest window counts, with tau = 0: the sustained rate. Returns [T] int64 with
-    T = ceil((end_s - start_s) / dt_s).
+    the longest window counts, with tau = 0: the sustained rate. A budget longer than every
+    window (an e2e SLO of minutes) would let those bounds fall far below the sustained rate
+    (a minute's arrivals spread over tau); there the rate over the trailing tau seconds also
+    holds at each second: serving at it, each request starts within about tau of arriving.
+    Returns [T] int64 with T = ceil((end_s - start_s) / dt_s).
     """
     from scipy.ndimage import maximum_filter1d
 
@@ -255,6 +258,10 @@ def required_from_arrivals(
         # that contain each second (origin shifts the filter to look back)
         covered = maximum_filter1d(bound, size=w, origin=(w - 1) // 2, mode="constant")
         need = np.maximum(need, covered)
+    if queue_budget_s is not None and queue_budget_s > max(windows_s):
+        tau_s = max(1, int(round(queue_budget_s)))
+        trailing = csum[k + 1] - csum[np.maximum(k + 1 - tau_s, 0)]  # arrivals in (k - tau, k]
+        need = np.maximum(need, trailing / (capacity_rps * tau_s))
     per_tick = np.zeros(n_ticks)
     sec_tick = np.minimum((np.arange(n_sec) * 1.0 // dt_s).astype(np.int64), n_ticks - 1)
     np.maximum.at(per_tick, sec_tick, need)

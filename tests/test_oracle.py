@@ -278,6 +278,14 @@ class TestRequiredFromArrivals:
         r = required_from_arrivals(arrivals, 0.0, 60.0, 5.0, 10.0, queue_budget_s=None)
         assert (r == 1).all()
 
+    def test_a_budget_of_minutes_still_needs_the_sustained_rate(self) -> None:
+        # 25 req/s for an hour, c = 10, an e2e budget of 600 s: a minute's window alone
+        # gives 1500 / (10 * 660) < 1; the rate over the trailing 600 s needs 3 replicas
+        arrivals = np.arange(0.0, 3600.0, 0.04)
+        r = required_from_arrivals(arrivals, 0.0, 3600.0, 5.0, 10.0, queue_budget_s=600.0)
+        assert set(r[120:].tolist()) == {3}
+        assert r[:12].max() == 1  # the first requests may wait while the load builds up
+
     def test_steady_load_matches_the_fluid_rate(self) -> None:
         # 25 req/s evenly for 10 minutes, c = 10: 60 s window 1500 / (10 * 61) = 2.46 -> 3
         arrivals = np.arange(0.0, 600.0, 0.04)
