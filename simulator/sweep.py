@@ -40,7 +40,9 @@ dotted paths into the workload's policy spec (`capacity.target_utilization`,
 `forecast.method`, ...), for baselines they are constructor arguments.
 
 Runs go to a `concurrent.futures.ProcessPoolExecutor` (spawned workers; each loads the trace
-once) or, with `--ray-address`, to a Ray cluster (`pip install 'gpu-autoscaler[ray]'`).
+once) or, with `--ray-address`, to a Ray cluster (`pip install 'gpu-autoscaler[ray]'`); the
+workers read the trace (and --config, --profile) at their absolute paths, so every node needs
+them there (a shared filesystem, or the same checkout on each node).
 """
 
 from __future__ import annotations
@@ -297,6 +299,20 @@ class SweepSetup:
     eval_warmup_s: float | None = None
     spot: bool = False
     cluster: tuple[tuple[str, Any], ...] = ()  # ClusterConfig overrides (name, value)
+
+    def with_absolute_paths(self) -> SweepSetup:
+        """The same setup with trace, config and profile as absolute paths: a Ray worker runs
+        in its own directory, and reads the files at those paths on its node."""
+
+        def absolute(path: str | None) -> str | None:
+            return None if path is None else str(Path(path).expanduser().resolve())
+
+        return replace(
+            self,
+            trace=str(absolute(self.trace)),
+            config=absolute(self.config),
+            profile=absolute(self.profile),
+        )
 
     def cli_namespace(self) -> argparse.Namespace:
         """The arguments `simulator.cli` reads to load the trace and the workload."""
@@ -628,7 +644,7 @@ def _run_ray(
     if not ray.is_initialized():
         ray.init(address=address)
     remote = ray.remote(run_job)
-    setup_ref = ray.put(setup)
+    setup_ref = ray.put(setup.with_absolute_paths())
     refs = {remote.remote(setup_ref, job): i for i, job in enumerate(jobs)}
     pending = list(refs)
     while pending:

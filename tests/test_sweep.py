@@ -224,6 +224,23 @@ def test_run_job_reports_only_the_window_and_usage_matches_billing(tmp_path: Pat
     assert res["requests"] == pytest.approx(20.0 * 125.0, rel=0.1)
 
 
+def test_ray_workers_get_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a Ray worker runs in its own directory: a relative trace path would not be found there
+    path = _tiny_trace(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    setup = SweepSetup(trace=path.name, mode="aggregate", profile=None)
+    shipped = setup.with_absolute_paths()
+    assert shipped.trace == str(path.resolve()) and shipped.profile is None
+    worker_dir = tmp_path / "worker"
+    worker_dir.mkdir()
+    monkeypatch.chdir(worker_dir)
+    job = Job("hpa", {"target": 8.0}, "eval")
+    sweep._PREPARED.clear()
+    with pytest.raises(Exception, match="trace file not found"):
+        run_job(setup, job)
+    assert 0.0 <= run_job(shipped, job)["slo_attainment"] <= 100.0
+
+
 def test_window_usage_integrates_desired_replicas_per_pool() -> None:
     class Run:
         timeline = {
