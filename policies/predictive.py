@@ -567,7 +567,18 @@ def decide(
                 q / (table.capacity * time_left),
                 ready + (q - by_ready) / (table.capacity * late),
             )
-        batch_need = drain + np.nan_to_num(need)
+        # Arrivals may wait up to the deadline too: a burst joins the backlog and drains
+        # with it, so they need no more than their mean rate over the deadline.
+        bidx = np.nonzero(is_batch)[0]
+        lo = now_s - float(np.max(table.batch_deadline_s[bidx]))
+        dcols = slice(int(np.searchsorted(obs.t_s, lo, side="right")), None)
+        mean_rate = np.full(n, np.nan)
+        mean_rate[bidx] = _window_mean(
+            obs.t_s[dcols], obs.metric("rps")[bidx, dcols], now_s, table.batch_deadline_s[bidx]
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            arrivals = np.fmin(need, mean_rate / per_replica)
+        batch_need = drain + np.nan_to_num(arrivals)
         busy = (np.nan_to_num(backlog) > 0) | (np.nan_to_num(last_val) > 0)
         last_busy = np.where(is_batch & busy, now_s, last_busy)
         idle_long = (now_s - last_busy) >= table.batch_idle_s

@@ -111,6 +111,23 @@ def test_streaming_replicas_from_concurrency_cap(
 # batch
 
 
+def test_batch_arrivals_need_their_mean_over_the_deadline_not_the_burst() -> None:
+    # a 60 s burst of 100 items/s after 9 quiet minutes, 1 item/s per replica, e2e SLO
+    # 600 s: the burst may wait, so the arrivals need their 600 s mean (10/s), not 100
+    s = spec(
+        "batch",
+        slo={"slo_class": "flexible", "metric": "e2e", "target_s": 600},
+        forecast={"method": "none"},
+    )
+    burst = {"backlog": 0.0, "rps": lambda t: 100.0 if t > 540.0 else 0.0}
+    d = Driver([s], spot=5, on_demand=0).step(600.0, burst, apply=False)
+    assert int(d.desired_total[0]) == 10
+    # with a deadline of a minute the same burst must be served as it comes
+    s60 = spec("batch", slo={"slo_class": "flexible", "metric": "e2e", "target_s": 60})
+    d = Driver([s60], spot=40, on_demand=0).step(600.0, burst, apply=False)
+    assert int(d.desired_total[0]) >= 50
+
+
 def test_batch_sizes_for_the_deadline_and_scales_to_zero_when_idle() -> None:
     # 3,600 items, 1 item/s per replica, deadline 1,200 s, oldest item 600 s old:
     # 3600 / (1 * (1200 - 600)) = 6 replicas
