@@ -35,6 +35,7 @@ from autoscaler.protocols import (
     EventRecorder,
     MetricsSource,
     MetricWindows,
+    PermanentError,
     ScheduleSource,
     StateStore,
 )
@@ -210,8 +211,13 @@ class ControlLoop:
         try:
             return self.metrics.observe(self.workloads, now_s)
         except AdapterError as e:
-            report.metrics_error = str(e)
-            log.warning("metrics unavailable, holding all workloads: %s", e)
+            if isinstance(e, PermanentError):
+                # 401/403/404, an unreadable token: retrying will not help, a person must
+                report.metrics_error = f"metrics source misconfigured: {e}"
+                log.error("%s; holding all workloads until it is fixed", report.metrics_error)
+            else:
+                report.metrics_error = str(e)
+                log.warning("metrics unavailable, holding all workloads: %s", e)
             n = len(self.workloads)
             return MetricWindows(
                 t_s=np.array([now_s]),

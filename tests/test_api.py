@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from autoscaler.api import ServiceStatus, create_app
 from autoscaler.config import parse_workload
 from autoscaler.loop import ControlLoop
-from autoscaler.protocols import MetricWindows
+from autoscaler.protocols import MetricWindows, PermanentError, TemporaryError
 from autoscaler.schedules import ScheduleEvaluator
 from autoscaler.store import DecisionStore
 from autoscaler.telemetry import Telemetry
@@ -137,3 +139,28 @@ def test_invalid_workloads_are_listed_with_their_fields() -> None:
     assert r.status_code == 422 and r.json()["detail"]["problems"][0]["field"].endswith(
         "max_replicas"
     )
+
+
+def test_a_misconfigured_metrics_source_holds_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Failing(Static):
+        error: Exception = PermanentError("HTTP 401 from http://prometheus:9090: unauthorized")
+
+        def observe(self, workloads: Any, now_s: float) -> MetricWindows:
+            raise self.error
+
+    sim = Failing()
+    loop = ControlLoop([workload()], sim, sim, sim, store=DecisionStore())
+    with caplog.at_level(logging.WARNING, logger="autoscaler.loop"):
+        report = loop.tick(1_000.0)
+    assert report.metrics_error is not None
+    assert report.metrics_error.startswith("metrics source misconfigured: HTTP 401")
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert sim.patches == []  # held: nothing patched
+    caplog.clear()
+    sim.error = TemporaryError("connection refused")
+    with caplog.at_level(logging.WARNING, logger="autoscaler.loop"):
+        report = loop.tick(1_015.0)
+    assert report.metrics_error == "connection refused"
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
