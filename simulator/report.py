@@ -10,7 +10,8 @@
   each metric: ITL compares a request's mean inter-token gap with `targets.itl_s`, e2e its
   end-to-end time with ttft_s + (output_tokens - 1) * itl_s unless the SLO itself is e2e.
   slo_met: slo_attainment >= the SLO percentile.
-- p50/p95/p99_latency_s: TTFT percentiles over served requests (seconds).
+- p50/p95/p99_latency_s: percentiles over served requests of the SLO's metric (seconds):
+  TTFT for a TTFT SLO, end-to-end time for an e2e SLO, the mean inter-token gap for ITL.
 - gpu_hours / cost_usd (and by pool): billed over the whole run, warm-up and drain tail
   included; cost_per_1k_requests_usd = cost / served * 1000; cost_over_oracle divides by
   the oracle's cost (simulator.oracle: the cheapest schedule, spot included where the
@@ -22,9 +23,9 @@
   times the poll interval.
 
 Plots are PNGs made with matplotlib's Agg backend (no display needed): timelines (the oracle
-and one panel per policy), TTFT CDFs, cost vs SLO attainment. Long series are thinned to
-600 points (max per block, so peaks stay); a plot is saved at 100 dpi, or lower (85, 70, 60)
-until the file is under 190 KB.
+and one panel per policy), CDFs of the SLO's metric, cost vs SLO attainment. Long series are
+thinned to 600 points (max per block, so peaks stay); a plot is saved at 100 dpi, or lower
+(85, 70, 60) until the file is under 190 KB.
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def build_report(
     }
     slo_att = att[tg.slo_metric]
     served_w = np.where(ok_served, w, 0.0)
-    p50, p95, p99 = (weighted_quantile(ttft, served_w, q) for q in (0.5, 0.95, 0.99))
+    lat = {"ttft": ttft, "e2e": e2e, "itl": itl}[tg.slo_metric]
+    p50, p95, p99 = (weighted_quantile(lat, served_w, q) for q in (0.5, 0.95, 0.99))
     gpus = run.workload.spec.cost.gpus_per_replica
     by_pool_h = {k: v / 3600.0 for k, v in run.gpu_seconds_by_pool.items()}
     gpu_hours = float(sum(by_pool_h.values()))
@@ -363,7 +365,8 @@ def render_table(report: CompareReport) -> Any:
     table = Table(
         title=title,
         caption=(
-            "p50/p95/p99: TTFT of served requests; x oracle: cost / oracle cost; scalings: "
+            f"p50/p95/p99: {METRIC_NAMES[t.slo_metric]} of served requests; x oracle: cost / "
+            "oracle cost; scalings: "
             "replica patches; short s: seconds with fewer ready replicas than the oracle's "
             "r(t); ✗: SLO attainment below its percentile"
         ),
@@ -519,14 +522,26 @@ def plot_timelines(
     return _save(fig, path)
 
 
+METRIC_NAMES = {"ttft": "TTFT", "e2e": "end-to-end time", "itl": "mean inter-token gap"}
+
+
+def _request_latency(run: RunResult, metric: str) -> F64:
+    """Per request of the run: TTFT, e2e time or mean inter-token gap (seconds)."""
+    if metric == "e2e":
+        return np.asarray(run.finish_s - run.arrival_s, dtype=np.float64)
+    if metric == "itl":
+        return np.asarray(run.itl_s, dtype=np.float64)
+    return np.asarray(run.first_token_s - run.arrival_s, dtype=np.float64)
+
+
 def plot_latency_cdf(runs: Sequence[RunResult], targets: LatencyTargets, path: str | Path) -> Path:
-    """TTFT CDF per policy over served requests (log x), with the SLO target marked."""
+    """CDF per policy of the SLO's metric over served requests (log x), target marked."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     styles = ["-", "--", "-.", ":"]
     for i, run in enumerate(runs):
         sel = (run.arrival_s >= run.eval_start_s) & ~run.dropped
-        ttft = (run.first_token_s - run.arrival_s)[sel]
+        ttft = _request_latency(run, targets.slo_metric)[sel]
         w = run.weight[sel]
         keep = np.isfinite(ttft)
         ttft, w = ttft[keep], w[keep]
@@ -539,17 +554,22 @@ def plot_latency_cdf(runs: Sequence[RunResult], targets: LatencyTargets, path: s
             idx = np.unique(np.searchsorted(y, np.linspace(0, 1, 2000)).clip(0, x.size - 1))
             x, y = x[idx], y[idx]
         ax.step(x, 100 * y, where="post", lw=1.2, ls=styles[i % len(styles)], label=run.policy)
-    if targets.ttft_s is not None:
-        ax.axvline(
-            targets.ttft_s, color="black", ls=":", lw=1, label=f"TTFT target {targets.ttft_s:g} s"
-        )
+    name = METRIC_NAMES[targets.slo_metric]
+    short = "TTFT" if targets.slo_metric == "ttft" else targets.slo_metric
+    ax.axvline(
+        targets.slo_target_s,
+        color="black",
+        ls=":",
+        lw=1,
+        label=f"{short} target {targets.slo_target_s:g} s",
+    )
     ax.axhline(targets.percentile, color="grey", ls="--", lw=0.8, label=f"P{targets.percentile:g}")
     ax.set_xscale("log")
-    ax.set_xlabel("time to first token (s, log scale)")
+    ax.set_xlabel(f"{'time to first token' if short == 'TTFT' else name} (s, log scale)")
     ax.set_ylabel("served requests (%)")
     ax.set_ylim(0, 100.5)
     trace = runs[0].trace if runs else ""
-    ax.set_title(f"TTFT CDF per policy: {trace}", fontsize=10)
+    ax.set_title(f"{short} CDF per policy: {trace}", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()

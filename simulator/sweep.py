@@ -21,13 +21,14 @@ Protocol (the same for every policy, baselines included):
 3. The chosen setting runs on the eval half; with `--eval-all` every point does, so each
    policy also has an eval-half frontier (needed to compare "at equal SLO attainment").
 
-Numbers per point: SLO attainment (percent, dropped requests count as misses), p95 TTFT,
-and GPU-hours and cost *inside the reported window*: the replicas provisioned in each pool
-(spot and on-demand replicas, warm placeholders; Starting pods included, they are billed)
-integrated over [report start, trace end), priced per pool. Drain tails after a scale-down
-(<= the cluster's drain_s per removed replica) and the post-horizon tail are not counted,
-for every policy alike. The oracle (simulator.oracle, perfect foresight, same lead time and
-initial replicas) is computed once per half and restricted to the same window.
+Numbers per point: SLO attainment (percent, dropped requests count as misses), p95 latency
+(of the SLO's metric), and GPU-hours and cost *inside the reported window*: the replicas
+provisioned in each pool (spot and on-demand replicas, warm placeholders; Starting pods
+included, they are billed) integrated over [report start, trace end), priced per pool.
+Drain tails after a scale-down (<= the cluster's drain_s per removed replica) and the
+post-horizon tail are not counted, for every policy alike. The oracle (simulator.oracle,
+perfect foresight, same lead time and initial replicas) is computed once per half and
+restricted to the same window.
 
 Pareto frontier: the points not dominated in (cost lower or equal, attainment higher or
 equal, one strictly); reported against cost and against GPU-hours, per policy.
@@ -548,8 +549,8 @@ def run_job(setup: SweepSetup, job: Job) -> dict[str, Any]:
         "params": dict(job.params),
         "half": job.half,
         "slo_attainment": rep.slo_attainment,
-        "p95_ttft_s": rep.p95_latency_s,
-        "p99_ttft_s": rep.p99_latency_s,
+        "p95_latency_s": rep.p95_latency_s,
+        "p99_latency_s": rep.p99_latency_s,
         "requests": rep.requests,
         "dropped": rep.dropped,
         "scale_events": rep.scale_events,
@@ -937,7 +938,7 @@ def summary_rows(result: SweepResult) -> list[list[str]]:
                 name,
                 params,
                 f"{ch['slo_attainment']:.2f}",
-                f"{ch['p95_ttft_s']:.3f}",
+                f"{ch['p95_latency_s']:.3f}",
                 f"{ch['gpu_hours']:.2f}",
                 f"{ch['cost_usd']:.2f}",
                 f"{ch['gpu_hours'] / og:.2f}" if og else "-",
@@ -951,7 +952,7 @@ SUMMARY_HEADER = [
     "policy",
     "chosen on tune half",
     "eval SLO %",
-    "p95 TTFT s",
+    "p95 latency s",
     "GPU-h",
     "cost $",
     "GPU-h / oracle",

@@ -115,6 +115,26 @@ class TestBuildReport:
         assert rep.p99_latency_s == pytest.approx(0.7)
         assert rep.gpu_hours == pytest.approx(1.0)
         assert rep.cost_usd == pytest.approx(6.9)
+        # an e2e SLO: the percentiles are of end-to-end times (0.3, 0.3, 1.3 s)
+        wl_e2e = WORKLOAD.model_copy(
+            update={
+                "spec": WORKLOAD.spec.model_copy(
+                    update={
+                        "policy": WORKLOAD.spec.policy.model_copy(
+                            update={
+                                "slo": WORKLOAD.spec.policy.slo.model_copy(
+                                    update={"metric": "e2e", "target_s": 1.0}
+                                )
+                            }
+                        )
+                    }
+                )
+            }
+        )
+        rep_e2e = build_report(hand_run(), oracle, LatencyTargets.for_workload(wl_e2e))
+        assert rep_e2e.slo_attainment == pytest.approx(50.0)  # 0.3, 0.3 <= 1 s of 4
+        assert rep_e2e.p50_latency_s == pytest.approx(0.3)
+        assert rep_e2e.p99_latency_s == pytest.approx(1.3)
         assert rep.cost_per_1k_requests_usd == pytest.approx(6.9 / 3 * 1000)
         assert rep.cost_over_oracle == pytest.approx(6.9 / (6.9 * 40 / 3600))
         assert rep.gpu_hours_over_oracle == pytest.approx(3600 / 40)
