@@ -126,6 +126,9 @@ def test_batch_arrivals_need_their_mean_over_the_deadline_not_the_burst() -> Non
     s60 = spec("batch", slo={"slo_class": "flexible", "metric": "e2e", "target_s": 60})
     d = Driver([s60], spot=40, on_demand=0).step(600.0, burst, apply=False)
     assert int(d.desired_total[0]) >= 50
+    # at a 1 s step the 600 s mean reads a subsample of the window (every 9th of 600)
+    d = Driver([s], spot=5, on_demand=0).step(600.0, burst, apply=False, step_s=1.0)
+    assert int(d.desired_total[0]) in (10, 11)
 
 
 def test_batch_sizes_for_the_deadline_and_scales_to_zero_when_idle() -> None:
