@@ -165,12 +165,7 @@ class PolicyState:
     def from_dicts(cls, items: Sequence[dict[str, Any]]) -> PolicyState:
         scalars: dict[str, Any] = {
             k: np.asarray(
-                [
-                    int(d.get(k, _DEFAULTS.get(k, 0)))
-                    if k in _INT_FIELDS
-                    else float(d.get(k, _DEFAULTS.get(k, "nan")))
-                    for d in items
-                ],
+                [(int if k in _INT_FIELDS else float)(_field(d, k)) for d in items],
                 dtype=np.int64 if k in _INT_FIELDS else np.float64,
             )
             for k in _SCALAR_FIELDS
@@ -200,6 +195,12 @@ _SCALAR_FIELDS = (
 _INT_FIELDS = frozenset({"last_total", "spill", "silence_total"})
 # Fields added after the first persisted version: what a record without them means.
 _DEFAULTS: dict[str, Any] = {"silence_since_s": "-inf", "silence_ref": "nan", "silence_total": 0}
+
+
+def _field(d: dict[str, Any], key: str) -> Any:
+    """A persisted scalar; a field added after version 1 may be absent (its default), any
+    other missing field raises KeyError (the record is skipped as malformed)."""
+    return d[key] if key not in _DEFAULTS else d.get(key, _DEFAULTS[key])
 
 
 def _json_float(x: float) -> float | str:
@@ -796,8 +797,8 @@ def _messages(
     held: B,
     floors: Floors,
     limit: Any,
-    silence: tuple[B, F64, F64] | None = None,
-    bridge: I64 | None = None,
+    silence: tuple[B, F64, F64],
+    bridge: I64,
 ) -> LazyMessages:
     """One human sentence per workload (what and why, with the numbers), formatted on read."""
 
@@ -817,11 +818,11 @@ def _messages(
             msg += f"; limited by behavior ({limit[i]})"
         if spill[i]:
             msg += f"; {spill[i]} on-demand covering spot at risk"
-        if bridge is not None and bridge[i]:
+        if bridge[i]:
             msg += f"; {bridge[i]} on-demand serving until spot replicas are Ready"
         if floors.source[i]:
             msg += f"; schedule {floors.source[i]!s} active"
-        if silence is not None and silence[0][i]:
+        if silence[0][i]:
             msg += (
                 f"; sudden silence (demand <= {table.silence_ratio[i]:g} x its peak "
                 f"{silence[1][i]:.3g}): holding replicas until t={silence[2][i]:.0f}s"

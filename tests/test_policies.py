@@ -408,6 +408,16 @@ def test_state_round_trips_through_json() -> None:
     back = PolicyState.from_dicts(items)
     for a, b in zip(back.to_dicts(), drv.state.to_dicts(), strict=True):
         assert a == b
+    # a record from before the silence fields loads with their defaults; one missing an
+    # original field is malformed and skipped by import_state (the row keeps its state)
+    old = {k: v for k, v in items[0].items() if not k.startswith("silence_")}
+    assert PolicyState.from_dicts([old]).silence_total.tolist() == [0]
+    broken = {k: v for k, v in items[0].items() if k != "last_total"}
+    with pytest.raises(KeyError, match="last_total"):
+        PolicyState.from_dicts([broken])
+    fresh = drv.policy.initial_state(drv.table)
+    kept = drv.policy.import_state(drv.table, fresh, [(0, broken), (1, items[1])])
+    assert kept.last_total.tolist() == [-1, drv.state.last_total[1], -1]
 
 
 # ---------------------------------------------------------------------------------------

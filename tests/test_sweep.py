@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from simulator import sweep
+from simulator.cli import UsageError
 from simulator.sweep import (
     Job,
     SweepError,
@@ -236,7 +237,7 @@ def test_ray_workers_get_absolute_paths(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(worker_dir)
     job = Job("hpa", {"target": 8.0}, "eval")
     sweep._PREPARED.clear()
-    with pytest.raises(Exception, match="trace file not found"):
+    with pytest.raises(UsageError, match="trace file not found"):
         run_job(setup, job)
     assert 0.0 <= run_job(shipped, job)["slo_attainment"] <= 100.0
 
