@@ -87,7 +87,8 @@ class PolicyState:
     errors: HorizonErrors  # scored forecast errors at the planning horizon
     last_total: I64  # last good desired total (-1: none yet)
     last_good_s: F64  # when it was decided (-inf: never)
-    spill: I64  # on-demand covering for spot: spill-over, and handover until spot is Ready
+    spill: I64  # on-demand replicas covering spot at risk or stuck Pending
+    handover: I64  # on-demand replicas serving until the spot replacing them is Ready
     spot_unhealthy_s: F64  # last time spot was at risk or stuck Pending (-inf: never)
     burst_until_s: F64  # rag: burst mode lasts until (-inf: not in burst)
     last_busy_s: F64  # batch: last time the backlog or arrivals were non-zero
@@ -114,6 +115,7 @@ class PolicyState:
             last_total=np.full(n, -1, dtype=np.int64),
             last_good_s=neg.copy(),
             spill=np.zeros(n, dtype=np.int64),
+            handover=np.zeros(n, dtype=np.int64),
             spot_unhealthy_s=neg.copy(),
             burst_until_s=neg.copy(),
             last_busy_s=neg.copy(),
@@ -191,10 +193,16 @@ _SCALAR_FIELDS = (
     "silence_since_s",
     "silence_ref",
     "silence_total",
+    "handover",
 )
-_INT_FIELDS = frozenset({"last_total", "spill", "silence_total"})
+_INT_FIELDS = frozenset({"last_total", "spill", "silence_total", "handover"})
 # Fields added after the first persisted version: what a record without them means.
-_DEFAULTS: dict[str, Any] = {"silence_since_s": "-inf", "silence_ref": "nan", "silence_total": 0}
+_DEFAULTS: dict[str, Any] = {
+    "silence_since_s": "-inf",
+    "silence_ref": "nan",
+    "silence_total": 0,
+    "handover": 0,
+}
 
 
 def _field(d: dict[str, Any], key: str) -> Any:
@@ -428,11 +436,12 @@ def decide(
     if obs.n != n or state.n != n:
         raise ValueError(f"specs ({n}), state ({state.n}) and observation ({obs.n}) differ in size")
     cur = obs.cluster
-    # Spill-over replicas cover spot at risk on top of the desired total: every stage below
-    # judges the desired total against the serving replicas without them (counted in, each
+    # Spill-over (and handover) replicas cover spot on top of the desired total: every stage
+    # below judges the desired total against the serving replicas without them (counted in, each
     # spill would ratchet the total up through the scale-down rate limit, and the spot pool
     # would keep the extra replicas after the spill drains).
-    current = np.maximum(cur.current_total - np.where(table.spot_enabled, state.spill, 0), 0)
+    extra = np.where(table.spot_enabled, state.spill + state.handover, 0)
+    current = np.maximum(cur.current_total - extra, 0)
     sc = table.scenario
 
     # 1. demand -------------------------------------------------------------------------
@@ -685,8 +694,8 @@ def decide(
     spill = np.where(spot_enabled, np.minimum(spill, spot_target), 0)
     # Make before break: on-demand replicas serving now stay until the spot replicas meant
     # to replace them are Ready (a shift to spot, e.g. the first decision of a workload that
-    # starts on demand, must not leave a cold start without capacity). Carried in the state's
-    # spill, so the next tick's current replicas exclude it like any spill-over.
+    # starts on demand, must not leave a cold start without capacity). Kept in the state, so
+    # the next tick's current replicas exclude it like the spill-over.
     spot_booting = np.maximum(spot_target - cur.ready_spot, 0)
     bridge = np.where(spot_enabled, np.clip(cur.ready_on_demand - base - spill, 0, spot_booting), 0)
     on_demand = base + spill + bridge
@@ -766,7 +775,8 @@ def decide(
         errors=errs,
         last_total=np.where(held, state.last_total, final),
         last_good_s=np.where(held, state.last_good_s, now_s),
-        spill=(spill + bridge).astype(np.int64),
+        spill=spill.astype(np.int64),
+        handover=bridge.astype(np.int64),
         spot_unhealthy_s=unhealthy_s,
         burst_until_s=burst_until,
         last_busy_s=last_busy,

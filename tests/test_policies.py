@@ -215,6 +215,8 @@ def test_on_demand_serves_until_the_spot_replacing_it_is_ready() -> None:
         d = drv.step(t, {"rps": 30.0}, ready_spot=0)
         assert (int(d.spot[0]), int(d.on_demand[0]), int(d.desired_total[0])) == (3, 3, 3)
         assert "3 on-demand serving until spot replicas are Ready" in d.detail[0]
+        assert (int(drv.state.handover[0]), int(drv.state.spill[0])) == (3, 0)
+        assert d.reason[0] != "SpotSpillover"  # a handover is no spill-over
     d = drv.step(300.0, {"rps": 30.0}, ready_spot=2)  # two of three Ready: one stays
     assert (int(d.spot[0]), int(d.on_demand[0])) == (3, 1)
     d = drv.step(315.0, {"rps": 30.0}, ready_spot=3)
