@@ -39,6 +39,27 @@ from policies.spec import SpecError
 log = logging.getLogger("gpu_autoscaler.service")
 
 
+async def run_to_completion(fn: Callable[[], Any], in_flight: set[asyncio.Future[Any]]) -> None:
+    """Run `fn` in a worker thread and wait for it, even if this task is cancelled.
+
+    APScheduler's shutdown cancels the asyncio task of a job in flight, but a thread cannot
+    be interrupted: a tick cancelled half-way through patching replicas would go on running
+    while the backend closes, and the scheduler would log the cancellation as a crash. So
+    the thread's future is shielded, cancellation waits for it, and the job ends normally.
+    `in_flight` holds the futures that have not finished, for shutdown to wait on.
+    """
+    fut = asyncio.ensure_future(asyncio.to_thread(fn))
+    in_flight.add(fut)
+    fut.add_done_callback(in_flight.discard)
+    try:
+        await asyncio.shield(fut)
+        return
+    except asyncio.CancelledError:
+        pass
+    await asyncio.wait({fut})
+    fut.result()  # an exception raised by fn still reaches the scheduler's log
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and any `extra` fields."""
 
@@ -318,17 +339,16 @@ class Service:
         scheduler = AsyncIOScheduler(event_loop=loop)
         tick_s = self.status.tick_interval_s
 
-        tick_lock = asyncio.Lock()
+        in_flight: set[asyncio.Future[Any]] = set()
 
         async def tick_job() -> None:
-            async with tick_lock:  # shutdown waits for a tick in flight
-                await asyncio.to_thread(self.run_tick)
+            await run_to_completion(self.run_tick, in_flight)
 
         async def refit_job() -> None:
-            await asyncio.to_thread(self.run_refit)
+            await run_to_completion(self.run_refit, in_flight)
 
         async def reload_job() -> None:
-            await asyncio.to_thread(self.run_reload)
+            await run_to_completion(self.run_reload, in_flight)
 
         scheduler.add_job(
             tick_job,
@@ -379,9 +399,9 @@ class Service:
             self._stop.set()
             if live is not None:
                 await live_task
-            scheduler.shutdown(wait=False)
-            async with tick_lock:
-                pass  # the tick in flight (if any) has finished
+            scheduler.shutdown(wait=False)  # cancels the job tasks; their threads run on
+            if in_flight:  # a tick half-way through act() finishes before the backend closes
+                await asyncio.wait(set(in_flight))
             http.should_exit = True
             await http_task
             if grpc_server is not None:

@@ -128,3 +128,71 @@ def test_embedded_default_serves_and_decides() -> None:
     # structured JSON logs
     lines = [ln for ln in err.splitlines() if ln.startswith("{")]
     assert lines and all("level" in json.loads(ln) for ln in lines)
+
+
+def test_a_job_cancelled_by_scheduler_shutdown_lets_its_thread_finish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Shutdown cancels the job's task while its tick thread is patching replicas: the
+    thread finishes before shutdown goes on, and nothing is logged as a crash."""
+    import asyncio
+    import logging
+    import threading
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from autoscaler.service import run_to_completion
+
+    started, release = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def tick() -> None:
+        started.set()
+        assert release.wait(5)
+        finished.append("tick")
+
+    async def main() -> list[str]:
+        in_flight: set[asyncio.Future[object]] = set()
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+
+        async def job() -> None:
+            await run_to_completion(tick, in_flight)
+
+        scheduler.add_job(job, "date", id="tick")
+        scheduler.start()
+        for _ in range(200):  # bounded: 10 s at most
+            if started.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert started.is_set() and len(in_flight) == 1
+        scheduler.shutdown(wait=False)  # cancels the job's task
+        await asyncio.sleep(0.05)
+        seen_while_running = list(finished)
+        threading.Timer(0.2, release.set).start()
+        await asyncio.wait(set(in_flight))
+        await asyncio.sleep(0.05)  # let the job's task end
+        return seen_while_running
+
+    with caplog.at_level(logging.DEBUG, logger="apscheduler"):
+        seen_while_running = asyncio.run(main())
+    assert seen_while_running == []  # the cancel did not pretend the tick had finished
+    assert finished == ["tick"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+def test_run_to_completion_reraises_what_the_job_raised() -> None:
+    import asyncio
+
+    from autoscaler.service import run_to_completion
+
+    def broken() -> None:
+        raise ValueError("metrics source misconfigured")
+
+    async def main() -> set[asyncio.Future[object]]:
+        in_flight: set[asyncio.Future[object]] = set()
+        with pytest.raises(ValueError, match="misconfigured"):
+            await run_to_completion(broken, in_flight)
+        return in_flight
+
+    assert asyncio.run(main()) == set()
