@@ -161,6 +161,15 @@ class PoolSpec(_Model):
     base_on_demand_ratio: float | None = Field(default=None, ge=0, le=1)
     min_warm: int | None = Field(default=None, ge=0)
     max_warm: int | None = Field(default=None, ge=0)
+    warm_floor_from_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "min_warm applies once the serving replicas reach this many; below, warm slots"
+            " come only from the forecast's headroom (one slot beside one replica doubles"
+            " its GPU bill). Unset: the SLO class preset, or 0 when min_warm is set."
+        ),
+    )
     spot_pending_limit_s: float = Field(
         default=120.0, ge=0, description="Spot pods pending longer than this spill to on-demand."
     )
@@ -278,18 +287,21 @@ class ResolvedPools(_Model):
     base_on_demand_ratio: float
     min_warm: int
     max_warm: int
+    warm_floor_from_replicas: int
     spot_pending_limit_s: float
     spot_healthy_hold_s: float
 
 
 SLO_PRESETS: dict[SLOClass, dict[str, Any]] = {
-    # tight: the baseline runs on on-demand; a small warm pool absorbs what the forecast misses.
+    # tight: the baseline runs on on-demand; a small warm pool absorbs what the forecast misses
+    # (its floor from 4 serving replicas up, where one slot costs at most a quarter more).
     SLOClass.TIGHT: {
         "base_on_demand_ratio": 0.5,
         "base_on_demand_replicas": 1,
         "min_warm": 1,
         "max_warm": 4,
         "forecast_quantile": 0.95,
+        "warm_floor_from_replicas": 4,
     },
     # moderate: mostly spot with some on-demand, a burst buffer of warm slots.
     SLOClass.MODERATE: {
@@ -298,6 +310,7 @@ SLO_PRESETS: dict[SLOClass, dict[str, Any]] = {
         "min_warm": 0,
         "max_warm": 2,
         "forecast_quantile": 0.8,
+        "warm_floor_from_replicas": 4,
     },
     # flexible: spot only, no warm pool, plan on the forecast mean.
     SLOClass.FLEXIBLE: {
@@ -306,6 +319,7 @@ SLO_PRESETS: dict[SLOClass, dict[str, Any]] = {
         "min_warm": 0,
         "max_warm": 0,
         "forecast_quantile": 0.5,
+        "warm_floor_from_replicas": 0,
     },
 }
 
@@ -324,6 +338,14 @@ def resolve_pools(spec: PolicySpec) -> ResolvedPools:
         base_on_demand_ratio=pick(p.base_on_demand_ratio, "base_on_demand_ratio"),
         min_warm=pick(p.min_warm, "min_warm"),
         max_warm=pick(p.max_warm, "max_warm"),
+        # a min_warm the spec sets is meant at every size; the preset's only at scale
+        warm_floor_from_replicas=(
+            p.warm_floor_from_replicas
+            if p.warm_floor_from_replicas is not None
+            else 0
+            if p.min_warm is not None
+            else preset["warm_floor_from_replicas"]
+        ),
         spot_pending_limit_s=p.spot_pending_limit_s,
         spot_healthy_hold_s=p.spot_healthy_hold_s,
     )

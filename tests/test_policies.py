@@ -243,6 +243,27 @@ def test_base_on_demand_and_warm_pool_from_forecast_headroom() -> None:
     assert 1 <= int(d.warm[0]) <= 4
 
 
+@pytest.mark.parametrize(
+    ("rps", "pools", "expected"),
+    [
+        (5.0, {}, 0),  # 1 serving replica: the tight preset's warm floor does not apply yet
+        (30.0, {}, 0),  # 3 replicas: still below the preset's 4
+        (40.0, {}, 1),  # 4 replicas: the floor of 1 slot applies
+        (5.0, {"min_warm": 1}, 1),  # a min_warm the spec sets applies at any size
+        (5.0, {"warm_floor_from_replicas": 1}, 1),
+        (40.0, {"warm_floor_from_replicas": 5}, 0),
+    ],
+)
+def test_tight_warm_floor_applies_from_a_fleet_size(
+    rps: float, pools: dict[str, int], expected: int
+) -> None:
+    s = spec("chat", slo={"slo_class": "tight"}, forecast={"method": "none"}, pools=pools)
+    drv = Driver([s], on_demand=1)
+    d = drv.step(0.0, {"rps": rps}, apply=False)
+    assert int(d.desired_total[0]) == math.ceil(rps / 10.0)
+    assert int(d.warm[0]) == expected
+
+
 def test_spot_disabled_puts_everything_on_demand() -> None:
     s = spec("chat", pools={"spot_enabled": False}, forecast={"method": "none"})
     drv = Driver([s], on_demand=3)
