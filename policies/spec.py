@@ -10,7 +10,7 @@ spec did not set explicitly (seed article's table):
 | class    | target      | preset                                                          |
 |----------|-------------|-----------------------------------------------------------------|
 | tight    | < 100 ms    | on-demand baseline, small pre-warm pool, forecast upper bound   |
-| moderate | 100-200 ms  | mixed spot and on-demand, burst buffer                          |
+| moderate | 100-200 ms  | mixed spot and on-demand, burst buffer, bound at SLO percentile |
 | flexible | > 200 ms    | mostly spot, no warm pool, forecast mean (deferred batch)       |
 
 `validate_policy_spec` raises one `SpecError` that lists every problem with its field path.
@@ -99,7 +99,10 @@ class ForecastSpec(_Model):
         default=None,
         gt=0,
         lt=1,
-        description="Upper prediction bound quantile; None takes the SLO class preset.",
+        description=(
+            "Upper prediction bound quantile; None takes the SLO class preset (tight 0.95,"
+            " moderate the SLO's own percentile, flexible 0.5: the mean)."
+        ),
     )
     fit: bool = Field(default=True, description="Refit alpha/beta/gamma on a slow schedule.")
     calibrate: bool = Field(
@@ -278,7 +281,10 @@ class PolicySpec(_Model):
     def forecast_quantile(self) -> float:
         if self.forecast.quantile is not None:
             return self.forecast.quantile
-        return float(SLO_PRESETS[self.slo.slo_class]["forecast_quantile"])
+        preset = SLO_PRESETS[self.slo.slo_class]["forecast_quantile"]
+        if preset is None:  # plan on the bound the SLO itself is written at (P95 -> 0.95)
+            return self.slo.percentile / 100.0
+        return float(preset)
 
 
 class ResolvedPools(_Model):
@@ -303,13 +309,15 @@ SLO_PRESETS: dict[SLOClass, dict[str, Any]] = {
         "forecast_quantile": 0.95,
         "warm_floor_from_replicas": 4,
     },
-    # moderate: mostly spot with some on-demand, a burst buffer of warm slots.
+    # moderate: mostly spot with some on-demand, a burst buffer of warm slots; the forecast
+    # bound at the SLO's own percentile (at 0.8, rag on the bursty Azure code trace met its
+    # P95 for 86 % of requests on the trace's first half; at 0.95, 94.7 %).
     SLOClass.MODERATE: {
         "base_on_demand_ratio": 0.2,
         "base_on_demand_replicas": 0,
         "min_warm": 0,
         "max_warm": 2,
-        "forecast_quantile": 0.8,
+        "forecast_quantile": None,
         "warm_floor_from_replicas": 4,
     },
     # flexible: spot only, no warm pool, plan on the forecast mean.

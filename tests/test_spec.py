@@ -90,7 +90,7 @@ def test_each_rule_names_its_field(data: dict[str, object], path: str, words: st
     ("slo_class", "base_ratio", "max_warm", "quantile"),
     [
         pytest.param("tight", 0.5, 4, 0.95, id="tight-on-demand-baseline-small-warm-pool"),
-        pytest.param("moderate", 0.2, 2, 0.8, id="moderate-mixed-with-burst-buffer"),
+        pytest.param("moderate", 0.2, 2, 0.95, id="moderate-mixed-with-burst-buffer"),
         pytest.param("flexible", 0.0, 0, 0.5, id="flexible-mostly-spot"),
     ],
 )
@@ -102,6 +102,13 @@ def test_slo_class_presets(
     assert pools.base_on_demand_ratio == base_ratio
     assert pools.max_warm == max_warm
     assert spec.forecast_quantile == quantile
+
+
+def test_moderate_plans_on_the_slo_percentile() -> None:
+    p99 = validate_policy_spec(chat(slo={"slo_class": "moderate", "percentile": 99}))
+    assert p99.forecast_quantile == pytest.approx(0.99)
+    tight = validate_policy_spec(chat(slo={"slo_class": "tight", "percentile": 99}))
+    assert tight.forecast_quantile == 0.95  # tight's preset is a number, not the percentile
 
 
 def test_explicit_fields_beat_the_preset() -> None:
