@@ -181,10 +181,9 @@ class ForecastState:
     seconds. `level` is the (deseasonalized) level at `last_t_s`, NaN before the first
     sample; `trend` is units per second; `first_t_s` (NaN before the first sample) and
     `last_t_s` (-inf before) are the times of the first and last accepted samples;
-    `resid_var` the exponentially weighted, doubled upper semi-variance of one-step
-    residuals (0 until the second sample); `n_obs` the number of accepted samples. Never
-    mutated: functions return new states, which may share arrays with the state they came
-    from.
+    `resid_var` the exponentially weighted, doubled upper semi-variance of one-step residuals (0 until the
+    second sample); `n_obs` the number of accepted samples. Never mutated: functions return
+    new states, which may share arrays with the state they came from.
     """
 
     method: I64
