@@ -21,15 +21,10 @@ previous accepted sample; `k = bucket(t)`):
     level     = level + trend * dt + a * e
     trend     = trend + a * b * e / dt
     season[k] = season[k] + g * (1 - a) * e
-    resid_var = resid_var + w * (2 max(e, 0)**2 - resid_var),   w = max(RESID_WEIGHT, 1 / r)
+    resid_var = resid_var + w * (e**2 - resid_var),      w = max(RESID_WEIGHT, 1 / r)
 
 where `r` counts the row's residuals including this one (the first residuals are averaged
-equally, then the weight settles at RESID_WEIGHT). `resid_var` is the upper semi-variance,
-doubled: for symmetric residuals it estimates their variance, but only under-forecasts
-(demand above the forecast) feed it, since it only ever widens an upper bound. A sudden drop
-does not widen it: with e**2, a young forecast that saw 30 req/s and then 4 req/s put its
-95 % bound 300 s ahead at 34.6 req/s, above the load before the drop, and a 3-replica chat
-workload scaled up to 4 because its load fell. The effective parameters are
+equally, then the weight settles at RESID_WEIGHT), and the effective parameters are
 
     method        a      b     g      (season is read and written only for holt_winters)
     none          1      0     0      level = last sample
@@ -181,7 +176,7 @@ class ForecastState:
     seconds. `level` is the (deseasonalized) level at `last_t_s`, NaN before the first
     sample; `trend` is units per second; `first_t_s` (NaN before the first sample) and
     `last_t_s` (-inf before) are the times of the first and last accepted samples;
-    `resid_var` the exponentially weighted, doubled upper semi-variance of one-step residuals (0 until the
+    `resid_var` the exponentially weighted mean square of one-step residuals (0 until the
     second sample); `n_obs` the number of accepted samples. Never mutated: functions return
     new states, which may share arrays with the state they came from.
     """
@@ -715,12 +710,7 @@ def _run(
             else:
                 flat[idx] = sk + g1 * e
         if track_resid:
-            # upper semi-variance, doubled (equal to e**2 on average for symmetric errors):
-            # the bound is an *upper* bound, and an over-forecast (a sudden drop) must not
-            # widen it, or the policy would scale up because the load fell
-            r2 = np.maximum(e, 0.0)
-            r2 *= r2
-            r2 *= 2.0
+            r2 = e * e
             r2 -= resid_var
             r2 *= sched.resid_w[j]
             resid_var += r2

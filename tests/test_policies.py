@@ -36,20 +36,6 @@ def test_chat_scales_up_on_the_forecast_before_the_rise() -> None:
     assert d.forecast[0] == pytest.approx(30.0, rel=0.1)
 
 
-@pytest.mark.parametrize("slo_class", ["tight", "moderate"])
-def test_a_young_forecast_does_not_scale_up_when_the_load_drops(slo_class: str) -> None:
-    # four samples at 30 req/s, then 4 req/s: no warm slot below four replicas, so the plan
-    # looks the 300 s cold lead ahead; the drop must not widen its upper bound into a scale-up
-    s = spec("chat", slo={"slo_class": slo_class}, forecast={"method": "ewma", "alpha": 1.0})
-    drv = Driver([s], on_demand=3)
-    for k in range(4):
-        drv.step(15.0 * k, {"rps": 30.0})
-    for k in range(8):
-        d = drv.step(60.0 + 15.0 * k, {"rps": 4.0})
-        assert int(d.desired_total[0]) <= 3, (k, d[0].message)
-        assert d.reason[0] != "ScaleUpForecast"
-
-
 def test_chat_scale_down_is_slow() -> None:
     # after load drops from 80 to 10 req/s the chat default behavior (10 min window,
     # 1 pod/min) keeps replicas for the stabilization window, then sheds 1 per minute.
