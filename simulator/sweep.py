@@ -41,7 +41,7 @@ dotted paths into the workload's policy spec (`capacity.target_utilization`,
 `forecast.method`, ...), for baselines they are constructor arguments.
 
 Runs go to a `concurrent.futures.ProcessPoolExecutor` (spawned workers; each loads the trace
-once) or, with `--ray-address`, to a Ray cluster (`pip install 'gpu-autoscaler[ray]'`); the
+once, and exits when the sweep that started it is killed) or, with `--ray-address`, to a Ray cluster (`pip install 'gpu-autoscaler[ray]'`); the
 workers read the trace (and --config, --profile) at their absolute paths, so every node needs
 them there (a shared filesystem, or the same checkout on each node).
 """
@@ -55,6 +55,7 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -611,7 +612,12 @@ def _run_local(
             on_done(i, run_job(setup, job))
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=ctx,
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures: dict[Future[dict[str, Any]], int] = {
             pool.submit(run_job, setup, job): i for i, job in enumerate(jobs)
         }
@@ -620,6 +626,22 @@ def _run_local(
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 on_done(futures[f], f.result())
+
+
+def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Pool-worker initializer: end this worker when the sweep that started it is gone.
+
+    A sweep killed by a signal to its own PID (a job runner's SIGTERM, `kill`) cannot shut
+    its pool down, and a worker would otherwise finish the simulation it started, minutes
+    of CPU for nobody. A daemon thread notices the re-parenting within `poll_s`.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def import_ray() -> Any:

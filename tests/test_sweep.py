@@ -324,3 +324,73 @@ def test_unknown_policy_is_a_usage_error(
     )
     assert rc == 2
     assert "unknown vpa" in capsys.readouterr().err
+
+
+# A sweep's parent process, as a script: a spawned pool (the sweep's initializer) whose two
+# workers write their PIDs and then "simulate" for a minute; argv = the PID directory.
+_ORPHAN_PARENT = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from simulator.sweep import exit_with_parent
+
+def busy(d):
+    open(os.path.join(d, str(os.getpid())), "w").close()
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        sum(range(10_000))
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(2, mp_context=ctx, initializer=exit_with_parent,
+                               initargs=(os.getpid(), 0.2))
+    for _ in range(2):
+        pool.submit(busy, sys.argv[1])
+    time.sleep(120)
+"""
+
+
+def test_pool_workers_exit_when_the_sweep_is_killed(tmp_path: Path) -> None:
+    """Killing the sweep's own PID (SIGKILL: no cleanup at all) must not leave its workers
+    simulating for nobody: they notice the re-parenting and exit."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_PARENT)
+    pids_dir = tmp_path / "pids"
+    pids_dir.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    parent = subprocess.Popen([sys.executable, str(script), str(pids_dir)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pids_dir.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.name) for p in pids_dir.iterdir()]
+        assert len(workers) == 2, "the workers did not start within 60 s"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie (exited, not yet reaped by its new parent) counts as gone
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if alive(p)]
+    for p in left:  # do not leave them behind even when the assertion fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} kept running after their sweep was killed"
