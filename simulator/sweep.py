@@ -41,9 +41,10 @@ dotted paths into the workload's policy spec (`capacity.target_utilization`,
 `forecast.method`, ...), for baselines they are constructor arguments.
 
 Runs go to a `concurrent.futures.ProcessPoolExecutor` (spawned workers; each loads the trace
-once, and exits when the sweep that started it is killed) or, with `--ray-address`, to a Ray cluster (`pip install 'gpu-autoscaler[ray]'`); the
-workers read the trace (and --config, --profile) at their absolute paths, so every node needs
-them there (a shared filesystem, or the same checkout on each node).
+once, and exits when the sweep that started it is killed) or, with `--ray-address`, to a Ray
+cluster (`pip install 'gpu-autoscaler[ray]'`); the workers read the trace (and --config,
+--profile) at their absolute paths, so every node needs them there (a shared filesystem, or
+the same checkout on each node).
 """
 
 from __future__ import annotations
