@@ -86,13 +86,8 @@ def _request(key: str, pool: str) -> Any:
     return pb.GetMetricsRequest(scaledObjectRef=ref, metricName=core.metric_name(pool))
 
 
-# The 50 clients as a separate process: argv = address, clients, calls each; prints JSON.
-CLIENT_PROCESS = """
-import json, random, sys, threading, time
-import grpc
-from autoscaler.keda.gen import externalscaler_pb2 as pb
-from autoscaler.keda.gen import externalscaler_pb2_grpc as pb_grpc
-address, n, calls, n_workloads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+# GetMetrics for workload i and a random pool, as both client scripts below build it.
+REQUEST_BUILDER = """
 pools = ("spot", "on_demand", "warm")
 def request(i, r):
     key, pool = f"ns-{i % 100}/w-{i}", r.choice(pools)
@@ -100,6 +95,16 @@ def request(i, r):
                              scalerMetadata={"workload": key, "pool": pool})
     return pb.GetMetricsRequest(scaledObjectRef=ref,
                                 metricName="gpu-autoscaler-" + pool.replace("_", "-"))
+"""
+
+# The 50 clients as a separate process: argv = address, clients, calls each; prints JSON.
+CLIENT_PROCESS = """
+import json, random, sys, threading, time
+import grpc
+from autoscaler.keda.gen import externalscaler_pb2 as pb
+from autoscaler.keda.gen import externalscaler_pb2_grpc as pb_grpc
+address, n, calls, n_workloads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+# REQUEST_BUILDER
 lat = [[] for _ in range(n)]
 barrier = threading.Barrier(n + 1)
 def client(c):
@@ -121,7 +126,7 @@ t0 = time.perf_counter()
 for t in threads:
     t.join(120)
 print(json.dumps({"lat": [x for per in lat for x in per], "wall_s": time.perf_counter() - t0}))
-"""
+""".replace("# REQUEST_BUILDER", REQUEST_BUILDER)
 
 
 def _clients_in_another_process(address: str) -> tuple[list[float], float]:
@@ -251,14 +256,8 @@ from autoscaler.keda.gen import externalscaler_pb2 as pb
 from autoscaler.keda.gen import externalscaler_pb2_grpc as pb_grpc
 address, n, rate, dur, n_workloads = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), \\
     float(sys.argv[4]), int(sys.argv[5])
-pools = ("spot", "on_demand", "warm")
 per = rate / n
-def request(i, r):
-    key, pool = f"ns-{i % 100}/w-{i}", r.choice(pools)
-    ref = pb.ScaledObjectRef(name="so", namespace=f"ns-{i % 100}",
-                             scalerMetadata={"workload": key, "pool": pool})
-    return pb.GetMetricsRequest(scaledObjectRef=ref,
-                                metricName="gpu-autoscaler-" + pool.replace("_", "-"))
+# REQUEST_BUILDER
 async def client(c, start, lat, late):
     r = random.Random(c)
     mine = [request(r.randrange(n_workloads), r) for _ in range(max(1, int(per * dur)))]
@@ -284,7 +283,7 @@ async def main():
     await asyncio.wait_for(asyncio.gather(*tasks), dur + 60)
     print(json.dumps({"lat": lat, "late": late, "wall_s": time.perf_counter() - t0}))
 asyncio.run(main())
-"""
+""".replace("# REQUEST_BUILDER", REQUEST_BUILDER)
 
 OPEN_LOOP_RATES = (130.0, 650.0)  # KEDA's load for 1,000 and 5,000 ScaledObjects
 OPEN_LOOP_S = 10.0
