@@ -711,7 +711,7 @@ def decide(
         upper_replicas = np.ceil(np.nan_to_num(f_upper) / per_replica - 1e-9)
     headroom = np.nan_to_num(upper_replicas - final, nan=0.0).astype(np.int64)
     max_warm = np.maximum(table.max_warm, floors.min_warm)
-    min_warm = np.where(final >= table.warm_floor_from, table.min_warm, 0)
+    min_warm = np.where(final >= table.warm_floor_from_replicas, table.min_warm, 0)
     warm = np.clip(headroom, min_warm, max_warm)
     warm = np.maximum(warm, floors.min_warm)
     warm = np.where(table.max_warm + floors.min_warm > 0, warm, 0)

@@ -127,7 +127,7 @@ class SpecTable:
     base_on_demand_ratio: F64
     min_warm: I64
     max_warm: I64
-    warm_floor_from: I64  # min_warm applies from this many serving replicas
+    warm_floor_from_replicas: I64  # min_warm applies from this many serving replicas
     spot_pending_limit_s: F64
     spot_healthy_hold_s: F64
     rag_short_s: F64
@@ -209,7 +209,7 @@ class SpecTable:
             ),
             min_warm=i([p.min_warm for p in pools]),
             max_warm=i([p.max_warm for p in pools]),
-            warm_floor_from=i([p.warm_floor_from_replicas for p in pools]),
+            warm_floor_from_replicas=i([p.warm_floor_from_replicas for p in pools]),
             spot_pending_limit_s=f([p.spot_pending_limit_s for p in pools]),
             spot_healthy_hold_s=f([p.spot_healthy_hold_s for p in pools]),
             rag_short_s=f([s.rag.short_window_s for s in specs]),

@@ -200,9 +200,7 @@ def build_report(
     total = float(w.sum())
     n_dropped = float(w[dropped_mask].sum())
     served = total - n_dropped
-    ttft = (run.first_token_s - run.arrival_s)[sel]
-    e2e = (run.finish_s - run.arrival_s)[sel]
-    itl = run.itl_s[sel]
+    ttft, e2e, itl = (_request_latency(run, m)[sel] for m in ("ttft", "e2e", "itl"))
     out_tok = run.output_tokens[sel]
     ok_served = ~dropped_mask
     with np.errstate(invalid="ignore"):
@@ -523,6 +521,12 @@ def plot_timelines(
 
 
 METRIC_NAMES = {"ttft": "TTFT", "e2e": "end-to-end time", "itl": "mean inter-token gap"}
+# (short name, axis label) of each SLO metric in the latency plots
+_METRIC_LABELS = {
+    "ttft": ("TTFT", "time to first token"),
+    "e2e": ("e2e", "end-to-end time"),
+    "itl": ("itl", "mean inter-token gap"),
+}
 
 
 def _request_latency(run: RunResult, metric: str) -> F64:
@@ -541,21 +545,20 @@ def plot_latency_cdf(runs: Sequence[RunResult], targets: LatencyTargets, path: s
     styles = ["-", "--", "-.", ":"]
     for i, run in enumerate(runs):
         sel = (run.arrival_s >= run.eval_start_s) & ~run.dropped
-        ttft = _request_latency(run, targets.slo_metric)[sel]
+        lat = _request_latency(run, targets.slo_metric)[sel]
         w = run.weight[sel]
-        keep = np.isfinite(ttft)
-        ttft, w = ttft[keep], w[keep]
-        if ttft.size == 0:
+        keep = np.isfinite(lat)
+        lat, w = lat[keep], w[keep]
+        if lat.size == 0:
             continue
-        order = np.argsort(ttft)
-        x = np.maximum(ttft[order], 1e-3)
+        order = np.argsort(lat)
+        x = np.maximum(lat[order], 1e-3)
         y = np.cumsum(w[order]) / w.sum()
         if x.size > 2000:  # thin evenly in probability
             idx = np.unique(np.searchsorted(y, np.linspace(0, 1, 2000)).clip(0, x.size - 1))
             x, y = x[idx], y[idx]
         ax.step(x, 100 * y, where="post", lw=1.2, ls=styles[i % len(styles)], label=run.policy)
-    name = METRIC_NAMES[targets.slo_metric]
-    short = "TTFT" if targets.slo_metric == "ttft" else targets.slo_metric
+    short, label = _METRIC_LABELS[targets.slo_metric]
     ax.axvline(
         targets.slo_target_s,
         color="black",
@@ -565,7 +568,7 @@ def plot_latency_cdf(runs: Sequence[RunResult], targets: LatencyTargets, path: s
     )
     ax.axhline(targets.percentile, color="grey", ls="--", lw=0.8, label=f"P{targets.percentile:g}")
     ax.set_xscale("log")
-    ax.set_xlabel(f"{'time to first token' if short == 'TTFT' else name} (s, log scale)")
+    ax.set_xlabel(f"{label} (s, log scale)")
     ax.set_ylabel("served requests (%)")
     ax.set_ylim(0, 100.5)
     trace = runs[0].trace if runs else ""
