@@ -228,13 +228,18 @@ def file(errs: HorizonErrors, now_s: float, horizon_s: F64, mean: F64) -> Horizo
     )
 
 
+def trusted(errs: HorizonErrors) -> B:
+    """[n]: whether the row has at least CALIBRATION_MIN_SCORES scores (before that the
+    caller keeps the model's bound)."""
+    return errs.n_scores >= CALIBRATION_MIN_SCORES
+
+
 def calibrated_upper(errs: HorizonErrors, mean: F64, quantile: F64) -> tuple[F64, B]:
     """(upper, trusted) [n]: mean + bias + z(quantile) * sqrt(var), clipped at >= 0, and
-    whether the row has at least CALIBRATION_MIN_SCORES scores (else the caller keeps the
-    model's bound)."""
+    `trusted(errs)`."""
     z = np.asarray(ndtri(quantile), dtype=np.float64)
     upper = np.maximum(mean + errs.bias + z * np.sqrt(np.maximum(errs.var, 0.0)), 0.0)
-    return upper, errs.n_scores >= CALIBRATION_MIN_SCORES
+    return upper, trusted(errs)
 
 
 __all__ = [
@@ -244,4 +249,5 @@ __all__ = [
     "calibrated_upper",
     "file",
     "score",
+    "trusted",
 ]

@@ -22,6 +22,7 @@ previous accepted sample; `k = bucket(t)`):
     trend     = trend + a * b * e / dt
     season[k] = season[k] + g * (1 - a) * e
     resid_var = resid_var + w * (e**2 - resid_var),      w = max(RESID_WEIGHT, 1 / r)
+    resid_up  = resid_up + w * (2 * max(e, 0)**2 - resid_up)
 
 where `r` counts the row's residuals including this one (the first residuals are averaged
 equally, then the weight settles at RESID_WEIGHT), and the effective parameters are
@@ -56,7 +57,15 @@ exact no-op for that row (`dt = 0`, `e = 0`).
 Prediction at `now_s + horizon_s`, with `D = max(now_s + horizon_s - last_t_s, 0)`:
 
     mean  = level + trend * D + season_offset          (trend only for holt, holt_winters)
-    upper = mean + ndtri(quantile) * sqrt(resid_var * c(h)),   both clipped at >= 0
+    upper = mean + ndtri(quantile) * sqrt(var * c(h)),   both clipped at >= 0
+
+with `var = resid_var`, or, for rows `predict` is asked to bound by under-forecasts only,
+`var = min(resid_var, resid_up)`. `resid_up` is the upper semi-variance doubled (equal to
+`resid_var` when residuals are symmetric): a sudden drop makes one large negative residual,
+which widens `resid_var` and, at a horizon of many samples, could put the bound above the
+level before the drop; it leaves `resid_up` alone. Taking the smaller of the two never
+widens the bound, so a series whose residuals are mostly positive (a ramp) keeps its
+`resid_var` bound.
 
 `season_offset` is `season[bucket(now_s + horizon_s)]` for holt_winters once the row's history
 spans two seasons (`last_t_s - first_t_s >= 2 * season_s`); before that the model forecasts
@@ -164,6 +173,7 @@ _FLOAT_FIELDS = (
     "first_t_s",
     "last_t_s",
     "resid_var",
+    "resid_up",
 )
 
 
@@ -177,7 +187,8 @@ class ForecastState:
     sample; `trend` is units per second; `first_t_s` (NaN before the first sample) and
     `last_t_s` (-inf before) are the times of the first and last accepted samples;
     `resid_var` the exponentially weighted mean square of one-step residuals (0 until the
-    second sample); `n_obs` the number of accepted samples. Never mutated: functions return
+    second sample) and `resid_up` the same mean of `2 * max(residual, 0)**2` (the upper
+    semi-variance, doubled); `n_obs` the number of accepted samples. Never mutated: functions return
     new states, which may share arrays with the state they came from.
     """
 
@@ -192,6 +203,7 @@ class ForecastState:
     first_t_s: F64
     last_t_s: F64
     resid_var: F64
+    resid_up: F64
     n_obs: I64
 
     def __post_init__(self) -> None:
@@ -260,6 +272,7 @@ class ForecastState:
             first_t_s=np.full(n, np.nan),
             last_t_s=np.full(n, -np.inf),
             resid_var=np.zeros(n),
+            resid_up=np.zeros(n),
             n_obs=np.zeros(n, dtype=np.int64),
             **params,
         )
@@ -312,7 +325,9 @@ class ForecastState:
             try:
                 method[i] = METHOD_CODES[item["method"]]
                 for name in _FLOAT_FIELDS:
-                    floats[name][i] = float(item[name])
+                    # a state saved before `resid_up` existed: the full variance stands in
+                    key = "resid_var" if name == "resid_up" and name not in item else name
+                    floats[name][i] = float(item[key])
                 n_obs[i] = int(item["n_obs"])
                 values = item["season"]
                 if values:
@@ -354,6 +369,7 @@ def update(state: ForecastState, t_s: F64, y: F64) -> ForecastState:
             first_t_s=sched.first_t_s,
             last_t_s=sched.last_t_s,
             resid_var=run.resid_var,
+            resid_up=run.resid_up,
             n_obs=sched.n_obs,
         )
     return state
@@ -364,9 +380,12 @@ def predict(
     now_s: float,
     horizon_s: F64 | float,
     quantile: F64 | float,
+    upside_only: B | bool = False,
 ) -> tuple[F64, F64]:
     """(mean, upper) [n]: the forecast at `now_s + horizon_s` and its upper bound at
     `quantile` (scalars or [n] arrays; quantile in (0, 1), 0.5 gives upper == mean).
+    Rows where `upside_only` (a bool or [n]) bound with `min(resid_var, resid_up)`: the
+    load falling below the forecast does not widen their bound (module docstring).
 
     Both are clipped at >= 0 (demand is non-negative). Rows without a sample get NaN. See
     the module docstring for the formulas. Raises ValueError for a quantile outside (0, 1).
@@ -395,7 +414,8 @@ def predict(
     h = np.clip(d_s / dt_mean_s, 1.0, _H_MAX_STEPS)
     c = 1.0 + (h - 1.0) * (a * a + a * ab * h + ab * ab * h * (2.0 * h - 1.0) / 6.0)
     z = np.asarray(ndtri(q), dtype=np.float64)
-    upper = mean + z * np.sqrt(np.maximum(state.resid_var * c, 0.0))
+    var = np.where(upside_only, np.fmin(state.resid_var, state.resid_up), state.resid_var)
+    upper = mean + z * np.sqrt(np.maximum(var * c, 0.0))
     mean = np.where(seen, np.maximum(mean, 0.0), np.nan)
     upper = np.where(seen, np.maximum(upper, 0.0), np.nan)
     return mean, upper
@@ -590,6 +610,7 @@ class _RunResult:
     trend: F64
     season: F64
     resid_var: F64
+    resid_up: F64
     sse: F64
     grad: F64
     gn: F64
@@ -616,6 +637,7 @@ def _run(
     level = state.level.copy()
     trend = state.trend.copy()
     resid_var = state.resid_var.copy()
+    resid_up = state.resid_up.copy()
     use_season = bool(hw.any())
     hwf = hw.astype(np.float64)
     # Season bucket-major ([N_SEASON_BUCKETS, n]): with one season length for all rows (the
@@ -711,6 +733,11 @@ def _run(
                 flat[idx] = sk + g1 * e
         if track_resid:
             r2 = e * e
+            u2 = np.where(e > 0.0, r2, 0.0)
+            u2 *= 2.0
+            u2 -= resid_up
+            u2 *= sched.resid_w[j]
+            resid_up += u2
             r2 -= resid_var
             r2 *= sched.resid_w[j]
             resid_var += r2
@@ -726,6 +753,7 @@ def _run(
             else state.season
         ),
         resid_var=resid_var,
+        resid_up=resid_up,
         sse=sse,
         grad=grad,
         gn=gn,

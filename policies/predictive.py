@@ -10,7 +10,8 @@ lists its steps the same way):
               lead when warm slots are ready, else cold; the lag is how old a rate()
               sample's load already is). The bound at the SLO class's quantile comes from
               the forecast's own scored errors at that horizon once it has enough of them
-              (`policies.calibration`), else from the model's h-step variance. The plan is
+              (`policies.calibration`), else from the model's h-step variance, widened
+              only by loads above its forecasts (a drop never raises it). The plan is
               the bound's maximum over [now, now + horizon]: what a replica started now
               will serve, and what the load needs before a replica given back could return.
               A forecast with fewer than PLAN_MIN_SAMPLES samples plans on the demand now.
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from policies.calibration import HorizonErrors, calibrated_upper, file, score
+from policies.calibration import HorizonErrors, calibrated_upper, file, score, trusted
 from policies.forecast import METHOD_HOLT_WINTERS, ForecastState, fit, predict, update
 from policies.hpa import BehaviorState, apply_behavior
 from policies.spec import PolicySpec
@@ -490,12 +491,16 @@ def decide(
     # started now serves at lead + lag past the newest sample's load
     lag = table.observation_lag_s
     horizon = lead + lag
-    f_mean, f_upper = predict(fstate, now_s, horizon, table.quantile)
     # the bound at the horizon from the forecast's own scored errors there, once it has them
     # (policies.calibration); this tick's forecast is filed to be scored in its turn
     errs = score(state.errors, last_at, last_val, table.error_window_s)
-    cal_upper, trusted = calibrated_upper(errs, f_mean, table.quantile)
-    f_upper = np.where(table.calibrate & trusted & np.isfinite(f_mean), cal_upper, f_upper)
+    calibrated = table.calibrate & trusted(errs)
+    # until then the model's own bound is planned on, and it is widened only by loads above
+    # its forecasts: a sudden drop must not make a young forecast ask for more replicas
+    model_only = ~calibrated
+    f_mean, f_upper = predict(fstate, now_s, horizon, table.quantile, model_only)
+    cal_upper, _ = calibrated_upper(errs, f_mean, table.quantile)
+    f_upper = np.where(calibrated & np.isfinite(f_mean), cal_upper, f_upper)
     errs = file(errs, now_s, horizon, f_mean)
     f_mean = np.where(np.isfinite(f_mean), f_mean, last_val)
     f_upper = np.where(np.isfinite(f_upper), f_upper, f_mean)
@@ -508,10 +513,10 @@ def decide(
     # Holt is linear in the horizon, so its maximum sits at an end; a seasonal profile can
     # peak inside, so the middle is checked too.
     plan = f_upper
-    _, near = predict(fstate, now_s, lag, table.quantile)
+    _, near = predict(fstate, now_s, lag, table.quantile, model_only)
     plan = np.fmax(plan, near)
     if bool(np.any(fstate.method == METHOD_HOLT_WINTERS)):
-        _, mid = predict(fstate, now_s, lag + 0.5 * lead, table.quantile)
+        _, mid = predict(fstate, now_s, lag + 0.5 * lead, table.quantile, model_only)
         plan = np.fmax(plan, mid)
     plan = np.maximum(np.where(np.isfinite(plan), plan, f_upper), floors.min_demand)
     # a young forecast (a few samples: the first rate() points ramp up as the window fills)

@@ -115,6 +115,39 @@ def test_ewma_on_a_constant_converges_to_it() -> None:
     np.testing.assert_array_equal(state.trend, 0.0)
 
 
+def test_upper_semivariance_matches_the_variance_on_symmetric_noise_and_ignores_a_drop() -> None:
+    rng = np.random.default_rng(21)
+    n, s = 400, 400
+    t = np.arange(s) * STEP_S
+    y = 20.0 + rng.normal(0.0, 1.0, (n, s))
+    state = update(make_state(n, "ewma", alpha=0.1), t, y)
+    # doubled upper semi-variance of symmetric residuals: the same expectation as resid_var
+    ratio = state.resid_up / state.resid_var
+    assert 0.95 < np.median(ratio) < 1.05
+    # a drop to 2 (one residual of about -18): resid_var jumps, resid_up only decays
+    before = state
+    state = update(state, t[-1:] + STEP_S, np.full((n, 1), 2.0))
+    assert np.all(state.resid_var > 5.0 * before.resid_var)
+    assert np.all(state.resid_up <= before.resid_up)
+    now = float(t[-1] + STEP_S)
+    _, full = predict(state, now, 20 * STEP_S, 0.95)
+    mean, up = predict(state, now, 20 * STEP_S, 0.95, upside_only=True)
+    assert np.all(up < full)
+    assert np.all(up - mean < 0.5 * (full - mean))
+
+
+def test_upside_only_never_widens_the_bound() -> None:
+    # a ramp: every residual positive, resid_up = 2 * resid_var; the bound stays resid_var's
+    t = np.arange(60) * STEP_S
+    y = np.vstack([5.0 + 0.5 * np.arange(60), 50.0 - 0.5 * np.arange(60)])
+    state = update(make_state(2, "ewma", alpha=0.3), t, y)
+    assert state.resid_up[0] > 1.9 * state.resid_var[0]
+    _, full = predict(state, float(t[-1]), 300.0, 0.95)
+    _, up = predict(state, float(t[-1]), 300.0, 0.95, upside_only=np.array([True, True]))
+    np.testing.assert_allclose(up[0], full[0])
+    assert up[1] < full[1]  # the falling row: over-forecasts only
+
+
 def test_holt_winters_beats_holt_across_a_daily_peak() -> None:
     rng = np.random.default_rng(3)
     n = 20
@@ -401,6 +434,16 @@ def test_to_dicts_from_dicts_round_trips_exactly_through_strict_json() -> None:
     assert items[0]["method"] == "none" and items[0]["season"] == []
     assert len(items[3]["season"]) == N_SEASON_BUCKETS  # holt_winters carries its season
     assert items[4]["level"] == "nan" and items[4]["last_t_s"] == "-inf"
+
+
+def test_from_dicts_takes_a_state_saved_before_resid_up() -> None:
+    rng = np.random.default_rng(14)
+    t = np.arange(50) * STEP_S
+    state = update(make_state(1, "holt"), t, 10.0 + rng.normal(0.0, 1.0, (1, 50)))
+    old = {k: v for k, v in state.to_dicts()[0].items() if k != "resid_up"}
+    back = ForecastState.from_dicts([old])
+    np.testing.assert_array_equal(back.resid_up, state.resid_var)
+    np.testing.assert_array_equal(back.level, state.level)
 
 
 @pytest.mark.parametrize(
