@@ -137,7 +137,9 @@ class ScalingPolicySpec(_Model):
 
 
 class ScalingRulesSpec(_Model):
-    """HPA `HPAScalingRules` for one direction; unset fields take Kubernetes' defaults."""
+    """HPA `HPAScalingRules` for one direction. In a policy spec, unset fields take the
+    scenario's default behavior (`policies.table.SCENARIO_BEHAVIOR`), whose own unset fields
+    take Kubernetes' defaults; the HPA and KEDA baselines take Kubernetes' defaults."""
 
     stabilization_window_seconds: int | None = Field(
         default=None, ge=0, le=3600, alias="stabilizationWindowSeconds"
@@ -150,7 +152,9 @@ class ScalingRulesSpec(_Model):
 
 
 class BehaviorSpec(_Model):
-    """HPA `behavior`; None on the spec means the legacy (no behavior) path."""
+    """HPA `behavior`. In a policy spec, a direction left unset keeps the scenario's default
+    (`policies.table.behavior_for`); for the HPA and KEDA baselines None is the legacy (no
+    behavior) path."""
 
     scale_up: ScalingRulesSpec | None = Field(default=None, alias="scaleUp")
     scale_down: ScalingRulesSpec | None = Field(default=None, alias="scaleDown")

@@ -80,7 +80,24 @@ SCENARIO_BEHAVIOR: dict[Scenario, BehaviorSpec] = {
 
 
 def behavior_for(spec: PolicySpec) -> BehaviorSpec:
-    return spec.behavior if spec.behavior is not None else SCENARIO_BEHAVIOR[spec.scenario]
+    """The spec's `behavior` over its scenario's default, field by field: a direction or a
+    field the spec leaves unset keeps the scenario's value (a spec that only slows
+    scale-down keeps the serving scenarios' scale-up without a tolerance band)."""
+    base = SCENARIO_BEHAVIOR[spec.scenario]
+    if spec.behavior is None:
+        return base
+    return base.model_copy(
+        update={
+            "scale_up": _over(spec.behavior.scale_up, base.scale_up),
+            "scale_down": _over(spec.behavior.scale_down, base.scale_down),
+        }
+    )
+
+
+def _over(rules: ScalingRulesSpec | None, base: ScalingRulesSpec | None) -> ScalingRulesSpec | None:
+    if rules is None or base is None:
+        return rules if rules is not None else base
+    return base.model_copy(update={k: v for k, v in rules if v is not None})
 
 
 def _capacity(spec: PolicySpec) -> tuple[float, float]:

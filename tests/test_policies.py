@@ -75,6 +75,42 @@ def test_a_drop_never_scales_a_young_forecast_up(
     assert max(totals) <= replicas
 
 
+@pytest.mark.parametrize(
+    ("scenario", "behavior", "up_tol", "down_window", "down_value"),
+    [
+        # only scale-down set: the scenario's scale-up (no tolerance band) stays
+        pytest.param("chat", {"scaleDown": {"stabilizationWindowSeconds": 300}}, 0.0, 300, 1),
+        pytest.param("rag", {"scaleDown": {"stabilizationWindowSeconds": 900}}, 0.0, 900, 50),
+        # a field set on one side keeps the scenario's other fields of that side
+        pytest.param("chat", {"scaleUp": {"tolerance": 0.1}}, 0.1, 600, 1),
+        pytest.param("chat", None, 0.0, 600, 1),
+    ],
+)
+def test_behavior_fields_left_unset_keep_the_scenario_default(
+    scenario: str,
+    behavior: dict[str, Any] | None,
+    up_tol: float,
+    down_window: float,
+    down_value: int,
+) -> None:
+    table = PredictivePolicy().compile([spec(scenario, behavior=behavior)])
+    b = table.behavior
+    assert bool(b.has_behavior[0])
+    assert float(b.tol_up[0]) == up_tol
+    assert float(b.down_window_s[0]) == down_window
+    assert int(b.down_value[0, 0]) == down_value
+    # the scenario's scale-up rate policies (Pods 4 / Percent 100 per 15 s) stay in place
+    assert b.up_value[0].tolist()[:2] == [4, 100]
+
+
+def test_a_scale_down_only_behavior_scales_up_without_a_tolerance_band() -> None:
+    # 10.5 replicas' worth of demand at 10 running: HPA's 10 % band would keep 10
+    slow_down = {"scaleDown": {"stabilizationWindowSeconds": 900}}
+    drv = Driver([spec("chat", behavior=slow_down, forecast={"method": "none"})], on_demand=10)
+    d = drv.step(0.0, {"rps": 105.0})
+    assert int(d.desired_total[0]) == 11
+
+
 # ---------------------------------------------------------------------------------------
 # rag
 
