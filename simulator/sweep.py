@@ -1135,11 +1135,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"${o.get('cost_usd', math.nan):.2f}"
         )
     )
+    # the chosen parameters go below the table, one line per policy: as a column they would
+    # squeeze every figure on an 80-column console (or a log file)
+    rows = summary_rows(result)
     for i, h in enumerate(SUMMARY_HEADER):
-        table.add_column(h, justify="left" if i < 2 else "right")
-    for row in summary_rows(result):
-        table.add_row(*row)
+        if i == 0:
+            table.add_column(h, no_wrap=True, min_width=max(len(r[0]) for r in rows or [[h]]))
+        elif i > 1:
+            table.add_column(h, justify="right")
+    for row in rows:
+        table.add_row(row[0], *row[2:])
     console.print(table)
+    console.print("chosen on the tune half:", highlight=False)
+    for row in rows:
+        console.print(f"  {row[0]}: {escape(row[1])}", highlight=False, soft_wrap=True)
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)

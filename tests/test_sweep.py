@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -304,6 +305,45 @@ def test_process_pool_sweep_on_a_tiny_trace(tmp_path: Path) -> None:
     assert png.stat().st_size < 200_000
 
 
+def test_ray_sweep_gives_the_process_pools_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a real (single-node, 127.0.0.1) Ray cluster, where the `ray` extra is installed
+    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install '.[ray]'")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    path = _tiny_trace(tmp_path)
+    setup = SweepSetup(trace=str(path), mode="aggregate")
+    grids = {"predictive": {"forecast.quantile": [0.8, 0.95]}, "hpa": {"target": [6.0, 12.0]}}
+    args: dict[str, Any] = {"attainment_goal": 99.0, "eval_all": True}
+    local = run_sweep(setup, grids, ["predictive", "hpa"], workers=1, **args)
+    ray.init(
+        num_cpus=2,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        # the sweep joins the cluster this process already started
+        on_ray = run_sweep(setup, grids, ["predictive", "hpa"], ray_address="auto", **args)
+    finally:
+        ray.shutdown()
+
+    def figures(res: Any) -> dict[str, Any]:
+        # every figure but each run's own wall time
+        out = res.to_dict()["policies"]
+        for ps in out.values():
+            for half in ("tune", "eval"):
+                for pt in ps[half]["points"]:
+                    pt.pop("wall_s")
+            ps["chosen_eval"].pop("wall_s")
+        return out
+
+    assert figures(on_ray) == figures(local)
+    assert on_ray.to_dict()["ray_address"] == "auto"
+    assert on_ray.to_dict()["workers"] == 0
+
+
 def test_ray_missing_prints_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -313,6 +353,29 @@ def test_ray_missing_prints_how_to_install(
     assert rc == 2
     err = capsys.readouterr().err
     assert "pip install 'gpu-autoscaler[ray]'" in err
+
+
+def test_cli_summary_keeps_names_and_figures_whole_on_80_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _tiny_trace(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "predictive:\n  forecast.quantile: [0.8, 0.95]\n"
+        "  behavior.scaleDown.stabilizationWindowSeconds: [300]\nhpa:\n  target: [6.0]\n"
+    )
+    args = ["sweep", "--trace", str(path), "--mode", "aggregate", "--grid", str(grid)]
+    rc = sweep.main([*args, "--policies", "predictive,hpa", "--workers", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("│")]
+    assert [line.split("│")[1].strip() for line in table] == ["predictive", "hpa"]
+    assert "…" not in "".join(table)
+    assert max(len(line) for line in table) <= 80
+    chosen = out[out.index("chosen on the tune half:") :].splitlines()
+    assert chosen[1].startswith("  predictive: forecast.quantile=")
+    assert "behavior.scaleDown.stabilizationWindowSeconds=300" in chosen[1]
+    assert chosen[2] == "  hpa: target=6.0"
 
 
 def test_unknown_policy_is_a_usage_error(
