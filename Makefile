@@ -27,7 +27,7 @@ test: $(STAMP) ## Run the test suite (needs the prometheus binary for the Promet
 	$(VENV)/bin/pytest -q $(ARGS)
 
 bench: $(STAMP) ## Run the benchmarks in tests/bench and print their figures
-	$(VENV)/bin/pytest -q -s -p no:randomly tests/bench $(ARGS)
+	GPU_AUTOSCALER_BENCH=full $(VENV)/bin/pytest -q -s -p no:randomly tests/bench $(ARGS)
 
 lint: $(STAMP) ## ruff, mypy (strict on policies/) and the import-layer contracts
 	$(VENV)/bin/ruff check .

@@ -101,12 +101,16 @@ def test_holt_follows_a_linear_ramp_within_the_noise_bound() -> None:
     np.testing.assert_allclose(np.median(state.trend), slope_per_s, rtol=0.05)
 
 
-def test_ewma_on_a_constant_converges_to_it() -> None:
-    rng = np.random.default_rng(2)
-    n, s = 500, 500
+def _ewma_on_noise(seed: int, n: int, s: int) -> tuple[np.ndarray, ForecastState]:
+    """EWMA (alpha 0.1) run over n series of s samples of 20 + N(0, 1), STEP_S apart."""
+    rng = np.random.default_rng(seed)
     t = np.arange(s) * STEP_S
     y = 20.0 + rng.normal(0.0, 1.0, (n, s))
-    state = update(make_state(n, "ewma", alpha=0.1), t, y)
+    return t, update(make_state(n, "ewma", alpha=0.1), t, y)
+
+
+def test_ewma_on_a_constant_converges_to_it() -> None:
+    _, state = _ewma_on_noise(2, 500, 500)
     # Level std = sigma * sqrt(alpha / (2 - alpha)) = sqrt(0.1 / 1.9) = 0.23; 4 std = 0.92.
     assert np.max(np.abs(state.level - 20.0)) < 0.92
     assert abs(np.mean(state.level) - 20.0) < 0.05
@@ -116,11 +120,8 @@ def test_ewma_on_a_constant_converges_to_it() -> None:
 
 
 def test_upper_semivariance_matches_the_variance_on_symmetric_noise_and_ignores_a_drop() -> None:
-    rng = np.random.default_rng(21)
-    n, s = 400, 400
-    t = np.arange(s) * STEP_S
-    y = 20.0 + rng.normal(0.0, 1.0, (n, s))
-    state = update(make_state(n, "ewma", alpha=0.1), t, y)
+    n = 400
+    t, state = _ewma_on_noise(21, n, 400)
     # doubled upper semi-variance of symmetric residuals: the same expectation as resid_var
     ratio = state.resid_up / state.resid_var
     assert 0.95 < np.median(ratio) < 1.05
