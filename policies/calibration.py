@@ -234,12 +234,11 @@ def trusted(errs: HorizonErrors) -> B:
     return errs.n_scores >= CALIBRATION_MIN_SCORES
 
 
-def calibrated_upper(errs: HorizonErrors, mean: F64, quantile: F64) -> tuple[F64, B]:
-    """(upper, trusted) [n]: mean + bias + z(quantile) * sqrt(var), clipped at >= 0, and
-    `trusted(errs)`."""
+def calibrated_upper(errs: HorizonErrors, mean: F64, quantile: F64) -> F64:
+    """[n]: mean + bias + z(quantile) * sqrt(var), clipped at >= 0 (meaningful where
+    `trusted(errs)`)."""
     z = np.asarray(ndtri(quantile), dtype=np.float64)
-    upper = np.maximum(mean + errs.bias + z * np.sqrt(np.maximum(errs.var, 0.0)), 0.0)
-    return upper, trusted(errs)
+    return np.maximum(mean + errs.bias + z * np.sqrt(np.maximum(errs.var, 0.0)), 0.0)
 
 
 __all__ = [

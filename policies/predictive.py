@@ -499,7 +499,7 @@ def decide(
     # its forecasts: a sudden drop must not make a young forecast ask for more replicas
     model_only = ~calibrated
     f_mean, f_upper = predict(fstate, now_s, horizon, table.quantile, model_only)
-    cal_upper, _ = calibrated_upper(errs, f_mean, table.quantile)
+    cal_upper = calibrated_upper(errs, f_mean, table.quantile)
     f_upper = np.where(calibrated & np.isfinite(f_mean), cal_upper, f_upper)
     errs = file(errs, now_s, horizon, f_mean)
     f_mean = np.where(np.isfinite(f_mean), f_mean, last_val)

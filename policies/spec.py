@@ -137,9 +137,8 @@ class ScalingPolicySpec(_Model):
 
 
 class ScalingRulesSpec(_Model):
-    """HPA `HPAScalingRules` for one direction. In a policy spec, unset fields take the
-    scenario's default behavior (`policies.table.SCENARIO_BEHAVIOR`), whose own unset fields
-    take Kubernetes' defaults; the HPA and KEDA baselines take Kubernetes' defaults."""
+    """HPA `HPAScalingRules` for one direction. Fields left unset keep the scenario's default
+    behavior for this direction, and where that sets none either, Kubernetes' default."""
 
     stabilization_window_seconds: int | None = Field(
         default=None, ge=0, le=3600, alias="stabilizationWindowSeconds"
@@ -152,9 +151,11 @@ class ScalingRulesSpec(_Model):
 
 
 class BehaviorSpec(_Model):
-    """HPA `behavior`. In a policy spec, a direction left unset keeps the scenario's default
-    (`policies.table.behavior_for`); for the HPA and KEDA baselines None is the legacy (no
-    behavior) path."""
+    """HPA `behavior`, laid over the scenario's default behavior field by field: a direction
+    or field left unset keeps the scenario's value."""
+
+    # (The HPA and KEDA baselines take a BehaviorSpec too, with Kubernetes' semantics: unset
+    # fields take Kubernetes' defaults and None is the legacy no-behavior path.)
 
     scale_up: ScalingRulesSpec | None = Field(default=None, alias="scaleUp")
     scale_down: ScalingRulesSpec | None = Field(default=None, alias="scaleDown")

@@ -95,8 +95,11 @@ def behavior_for(spec: PolicySpec) -> BehaviorSpec:
 
 
 def _over(rules: ScalingRulesSpec | None, base: ScalingRulesSpec | None) -> ScalingRulesSpec | None:
-    if rules is None or base is None:
-        return rules if rules is not None else base
+    """`rules`' set fields over `base` (either may be missing)."""
+    if rules is None:
+        return base
+    if base is None:
+        return rules
     return base.model_copy(update={k: v for k, v in rules if v is not None})
 
 

@@ -945,8 +945,9 @@ def plot_frontier(result: SweepResult, path: str | Path, x_max: float = 3.0) -> 
 # -- table ----------------------------------------------------------------------------------------
 
 
-def summary_rows(result: SweepResult) -> list[list[str]]:
-    """One row per policy: its chosen parameters and the eval-half numbers."""
+def summary_rows(result: SweepResult) -> list[tuple[list[str], str]]:
+    """One (row under SUMMARY_HEADER, chosen parameters) per policy: the eval-half numbers
+    of the setting chosen on the tune half, and that setting."""
     rows = []
     o = result.oracle.get("eval", {})
     for name, ps in result.policies.items():
@@ -957,23 +958,24 @@ def summary_rows(result: SweepResult) -> list[list[str]]:
         og = o.get("gpu_hours")
         oc = oracle_cost_usd(o) if o else None
         rows.append(
-            [
-                name,
+            (
+                [
+                    name,
+                    f"{ch['slo_attainment']:.2f}",
+                    f"{ch['p95_latency_s']:.3f}",
+                    f"{ch['gpu_hours']:.2f}",
+                    f"{ch['cost_usd']:.2f}",
+                    f"{ch['gpu_hours'] / og:.2f}" if og else "-",
+                    f"{ch['cost_usd'] / oc:.2f}" if oc else "-",
+                ],
                 params,
-                f"{ch['slo_attainment']:.2f}",
-                f"{ch['p95_latency_s']:.3f}",
-                f"{ch['gpu_hours']:.2f}",
-                f"{ch['cost_usd']:.2f}",
-                f"{ch['gpu_hours'] / og:.2f}" if og else "-",
-                f"{ch['cost_usd'] / oc:.2f}" if oc else "-",
-            ]
+            )
         )
     return rows
 
 
 SUMMARY_HEADER = [
     "policy",
-    "chosen on tune half",
     "eval SLO %",
     "p95 latency s",
     "GPU-h",
@@ -1138,17 +1140,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # the chosen parameters go below the table, one line per policy: as a column they would
     # squeeze every figure on an 80-column console (or a log file)
     rows = summary_rows(result)
-    for i, h in enumerate(SUMMARY_HEADER):
-        if i == 0:
-            table.add_column(h, no_wrap=True, min_width=max(len(r[0]) for r in rows or [[h]]))
-        elif i > 1:
-            table.add_column(h, justify="right")
-    for row in rows:
-        table.add_row(row[0], *row[2:])
+    names = [row[0] for row, _ in rows]
+    table.add_column(SUMMARY_HEADER[0], no_wrap=True, min_width=max(map(len, names), default=0))
+    for h in SUMMARY_HEADER[1:]:
+        table.add_column(h, justify="right")
+    for row, _ in rows:
+        table.add_row(*row)
     console.print(table)
     console.print("chosen on the tune half:", highlight=False)
-    for row in rows:
-        console.print(f"  {row[0]}: {escape(row[1])}", highlight=False, soft_wrap=True)
+    for row, params in rows:
+        console.print(f"  {row[0]}: {escape(params)}", highlight=False, soft_wrap=True)
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from policies.calibration import (
     calibrated_upper,
     file,
     score,
+    trusted,
 )
 
 
@@ -46,8 +47,8 @@ def test_bias_and_spread_match_the_errors_of_a_stationary_forecast() -> None:
     assert e.n_scores[0] > 3000
     assert e.bias[0] == pytest.approx(5.0, abs=0.1)
     assert np.sqrt(e.var[0]) == pytest.approx(2.0, rel=0.05)
-    up, trusted = calibrated_upper(e, np.array([100.0]), np.array([0.95]))
-    assert bool(trusted[0])
+    up = calibrated_upper(e, np.array([100.0]), np.array([0.95]))
+    assert bool(trusted(e)[0])
     # 100 + 5 + 1.645 * 2
     assert up[0] == pytest.approx(105.0 + float(ndtri(0.95)) * 2.0, abs=0.3)
 
@@ -69,8 +70,8 @@ def test_calibrated_bound_covers_its_quantile_on_a_random_walk() -> None:
         if j in bounds:
             hits += int(walk[j] <= bounds.pop(j))
             total += 1
-        up, trusted = calibrated_upper(e, np.array([walk[j]]), np.array([0.9]))
-        if trusted[0] and j > 500:
+        up = calibrated_upper(e, np.array([walk[j]]), np.array([0.9]))
+        if trusted(e)[0] and j > 500:
             bounds[j + lag] = float(up[0])
         e = file(e, t, np.array([horizon]), np.array([walk[j]]))
     assert total > 4000
@@ -94,8 +95,8 @@ def test_not_trusted_until_enough_scores_and_nan_samples_score_nothing() -> None
         t = 10.0 * j
         e = score(e, np.array([t, t]), np.array([1.0, np.nan]), np.array([600.0, 600.0]))
         e = file(e, t, h, np.array([1.0, 1.0]))
-    _, trusted = calibrated_upper(e, np.ones(2), np.array([0.9, 0.9]))
-    assert bool(trusted[0]) and not bool(trusted[1])
+    ok = trusted(e)
+    assert bool(ok[0]) and not bool(ok[1])
     assert e.n_scores[1] == 0
 
 
